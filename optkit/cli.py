@@ -21,7 +21,8 @@ from ._errors import DependencyError, InvalidProblemError, LLMError
 EXIT_OK, EXIT_CHECK, EXIT_INPUT, EXIT_DEPENDENCY, EXIT_SERVICE = 0, 1, 2, 3, 4
 
 #: benchmark name -> module implementing ``add_arguments(parser)`` and ``run(args) -> int``
-BENCHMARKS = {mod: f"optkit.bench.{mod}" for mod in MODULES}
+BENCHMARKS = {mod: f"optkit.bench.{mod}" for mod in MODULES
+              if importlib.util.find_spec(f"optkit.bench.{mod}") is not None}
 
 OPTIONAL = ("torch", "cvxpy", "pyomo", "highspy", "ot", "matplotlib", "tqdm", "networkx",
             "pydantic", "cyipopt", "hypothesis", "pytest")

@@ -1,0 +1,249 @@
+"""sparse_ot against independent references (ot.md §6): HiGHS LP, cvxpy, POT, closed forms."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+import optkit
+from optkit import InvalidProblemError, Status
+from optkit.ot import sparse_ot
+from conftest import to_np
+
+torch = pytest.importorskip("torch")
+
+
+def transport_lp(a, b, C):
+    m, n = C.shape
+    A = np.vstack([np.kron(np.eye(m), np.ones(n)), np.kron(np.ones(m), np.eye(n))])
+    res = linprog(C.ravel(), A_eq=A, b_eq=np.concatenate([a, b]), bounds=(0, None), method="highs")
+    return res.fun, res.x.reshape(m, n)
+
+
+def rand_problem(seed, m, n):
+    rs = np.random.RandomState(seed)
+    a, b, C = rs.rand(m), rs.rand(n), rs.rand(m, n)
+    return a / a.sum(), b / b.sum(), C
+
+
+def cvxpy_dual(a, b, C, k, reg):
+    cp = pytest.importorskip("cvxpy")
+    m, n = C.shape
+    al, be = cp.Variable(m), cp.Variable(n)
+    terms = [cp.sum_largest(cp.square(cp.pos(al + be[j] - C[:, j])), k) for j in range(n)]
+    prob = cp.Problem(cp.Maximize(al @ a + be @ b - sum(terms) / (2 * reg)))
+    prob.solve(solver=cp.CLARABEL)
+    return prob.value
+
+
+# ---- 6.4: k = 1 identity and nonsmooth regressions -------------------------------------------
+
+def test_k1_regressions_seed0(backend, asarray):
+    rs = np.random.RandomState(0)
+    a, b, C = rs.rand(3), rs.rand(4), rs.rand(3, 4)
+    a, b = a / a.sum(), b / b.sum()
+    res = sparse_ot(asarray(a), asarray(b), asarray(C), max_nz=1, reg=1.0, method="bfgs")
+    # torch runs without the (CPU) kink certificate by default: an honest STALLED at the kink
+    assert res.success if backend == "numpy" else res.status in (Status.CONVERGED, Status.STALLED)
+    np.testing.assert_allclose(res.fun - 0.5 * b @ b, 0.24027802, atol=1e-7)
+    a2, b2, C2 = rs.rand(20), rs.rand(30), rs.rand(20, 30)
+    a2, b2 = a2 / a2.sum(), b2 / b2.sum()
+    res = sparse_ot(asarray(a2), asarray(b2), asarray(C2), max_nz=1, reg=1.0, method="bfgs",
+                    certify=True)
+    np.testing.assert_allclose(res.fun - 0.5 * b2 @ b2, 0.08710150, atol=1e-7)
+    ot_value, _ = transport_lp(a2, b2, C2)
+    np.testing.assert_allclose(res.fun - 0.5 * b2 @ b2, ot_value, rtol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def inst120():
+    rs = np.random.RandomState(11)
+    m, n = 120, 160
+    xs, xt = rs.randn(m, 2), rs.randn(n, 2) + (2, 1)
+    C = ((xs[:, None] - xt[None]) ** 2).sum(-1)
+    C /= C.max()
+    a, b = rs.rand(m) + 0.5, rs.rand(n) + 0.5
+    return a / a.sum(), b / b.sum(), C
+
+
+@pytest.mark.parametrize("k,ref,rtol", [(1, 0.1121558190, 1e-7), (2, 0.1120935567, 1e-6),
+                                        (3, 0.1120885701, 1e-6), (4, 0.1120885305, 1e-6)])
+def test_regression_120x160(inst120, k, ref, rtol):
+    a, b, C = inst120
+    res = sparse_ot(a, b, C, max_nz=k, reg=10 / 160, method="bfgs")
+    np.testing.assert_allclose(res.fun, ref, rtol=rtol)
+    assert res.status in (Status.CONVERGED, Status.STALLED)
+    if k == 4:
+        assert res.success and res.regime == "smooth"
+    assert ((res.plan > 0).sum(0) <= k).all()
+
+
+def test_k1_lp_path_matches_highs(inst120):
+    a, b, C = inst120
+    res = sparse_ot(a, b, C, max_nz=1, reg=10 / 160)  # auto -> lp
+    assert res.extra["method"] == "lp" and res.success
+    np.testing.assert_allclose(res.fun, 0.1121558190, rtol=1e-7)
+    _, T = transport_lp(a, b, C)
+    np.testing.assert_allclose(res.relaxed_plan, T, atol=1e-8)
+
+
+def test_torch_regression_smooth(inst120):
+    a, b, C = inst120
+    res = sparse_ot(*(torch.tensor(v) for v in (a, b, C)), max_nz=4, reg=10 / 160)
+    assert res.success and res.regime == "smooth"
+    np.testing.assert_allclose(res.fun, 0.1120885305, rtol=1e-6)
+    assert isinstance(res.plan, torch.Tensor) and res.plan.dtype == torch.float64
+
+
+# ---- 6.3: cvxpy dual reference on random small instances ---------------------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("formulation", ["semi-dual", "dual"])
+def test_matches_cvxpy_dual(seed, formulation, backend, asarray):
+    rs = np.random.RandomState(100 + seed)
+    m, n = rs.randint(3, 8), rs.randint(3, 8)
+    a, b, C = rand_problem(seed, m, n)
+    k = int(rs.randint(1, m))
+    reg = float(np.exp(rs.uniform(np.log(0.05), np.log(5))))
+    ref = cvxpy_dual(a, b, C, k, reg)
+    res = sparse_ot(asarray(a), asarray(b), asarray(C), max_nz=k, reg=reg, formulation=formulation,
+                    method="bfgs", certify=True)
+    np.testing.assert_allclose(res.fun, ref, rtol=1e-6, atol=1e-7)
+    plan = to_np(res.plan)
+    assert ((plan > 0).sum(0) <= k).all()
+    if formulation == "semi-dual":
+        np.testing.assert_allclose(plan.sum(0), b, atol=1e-13)
+
+
+def test_values_monotone_in_k():
+    a, b, C = rand_problem(3, 7, 9)
+    vals = [sparse_ot(a, b, C, max_nz=k, reg=0.3, method="bfgs").fun for k in range(1, 8)]
+    assert all(v2 <= v1 + 1e-9 for v1, v2 in zip(vals, vals[1:]))
+
+
+# ---- limits: k >= m is quadratically regularised OT (POT) --------------------------------------
+
+def test_k_ge_m_is_qot_and_clamped():
+    ot = pytest.importorskip("ot")
+    a, b, C = rand_problem(7, 8, 10)
+    res = sparse_ot(a, b, C, max_nz=50, reg=0.5)
+    assert res.extra["max_nz_clamped"] and res.success
+    T, log = ot.smooth.smooth_ot_semi_dual(a, b, C, 0.5, reg_type="l2", numItermax=5000,
+                                           stopThr=1e-14, log=True)
+    np.testing.assert_allclose(res.plan, T, atol=1e-6)
+
+
+# ---- invariants, backends, batching ---------------------------------------------------------
+
+def test_numpy_and_torch_agree_and_batched_equals_single():
+    rs = np.random.RandomState(5)
+    Cs = rs.rand(3, 6, 8)
+    singles = [sparse_ot(None, None, C, max_nz=3, reg=2.0, method="bfgs") for C in Cs]
+    batch = sparse_ot(None, None, torch.tensor(Cs), max_nz=3, reg=2.0, method="bfgs", certify=True)
+    assert batch.statuses.shape == (3,)
+    np.testing.assert_allclose(to_np(batch.fun), [s.fun for s in singles], rtol=1e-7)
+    for i, s in enumerate(singles):
+        if s.regime == "smooth":
+            np.testing.assert_allclose(to_np(batch.plan[i]), s.plan, atol=1e-6)
+
+
+def test_row_axis_is_transpose():
+    a, b, C = rand_problem(9, 7, 5)
+    cols = sparse_ot(b, a, C.T, max_nz=2, reg=1.0, method="bfgs")
+    rows = sparse_ot(a, b, C, max_nz=2, reg=1.0, axis="rows", method="bfgs")
+    np.testing.assert_allclose(rows.fun, cols.fun, rtol=1e-9)
+    assert ((rows.plan > 0).sum(1) <= 2).all()
+    np.testing.assert_allclose(rows.plan.sum(1), a, atol=1e-13)
+
+
+def test_zero_marginal_entries_dropped_and_reinserted():
+    a, b, C = rand_problem(2, 6, 7)
+    a[2] = 0.0
+    a /= a.sum()
+    res = sparse_ot(a, b, C, max_nz=2, reg=1.0, method="bfgs")
+    assert res.plan.shape == (6, 7) and np.all(res.plan[2] == 0)
+    ref = sparse_ot(np.delete(a, 2), b, np.delete(C, 2, axis=0), max_nz=2, reg=1.0, method="bfgs")
+    np.testing.assert_allclose(res.fun, ref.fun, rtol=1e-10)
+    assert res.extra["dropped_zero_rows"] == 1
+
+
+def test_ksparse_plan_format():
+    a, b, C = rand_problem(4, 6, 7)
+    res = sparse_ot(a, b, C, max_nz=2, reg=1.0, plan_format="ksparse", method="bfgs")
+    dense = sparse_ot(a, b, C, max_nz=2, reg=1.0, method="bfgs").plan
+    np.testing.assert_allclose(res.plan.to_dense(), dense)
+    assert int(res.plan.nnz) == int((dense > 0).sum())
+
+
+def test_lbfgs_and_adam_and_presets_run():
+    a, b, C = rand_problem(8, 10, 12)
+    ref = sparse_ot(a, b, C, max_nz=3, reg=1.0, method="bfgs").fun
+    lb = sparse_ot(a, b, C, max_nz=3, reg=1.0, method="lbfgs")
+    np.testing.assert_allclose(lb.fun, ref, rtol=1e-6)
+    ad = sparse_ot(a, b, C, max_nz=3, reg=1.0, method="adam")
+    assert ad.nit == 20 and ad.fun <= ref + 1e-12
+    jx = sparse_ot(a, b, C, max_nz=3, reg=1.0, preset="jaxopt")
+    assert jx.fun <= ref + 1e-12
+    pot = sparse_ot(a, b, C, max_nz=3, reg=1.0, preset="pot")
+    assert pot.extra["formulation"] == "dual" and pot.fun <= ref + 1e-9
+
+
+def test_history_and_callback():
+    a, b, C = rand_problem(1, 6, 6)
+    seen = []
+    res = sparse_ot(a, b, C, max_nz=2, reg=1.0, method="bfgs", record_history=True,
+                    callback=lambda info: seen.append(info.fun))
+    assert len(res.history) == res.nit == len(seen)
+    assert np.all(np.diff(seen) >= -1e-15)  # ascent on the concave semi-dual
+
+
+# ---- bad input (ot.md §9) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(max_nz=0), "max_nz"),
+    (dict(max_nz=2.0), "max_nz"),
+    (dict(max_nz=True), "max_nz"),
+    (dict(max_nz=2, reg=0.0), "reg"),
+    (dict(max_nz=2, reg=-1.0), "reg"),
+    (dict(max_nz=2, tol=-1e-3), "tol"),
+    (dict(max_nz=2, method="simplex"), "method"),
+])
+def test_bad_arguments(kwargs, match):
+    a, b, C = rand_problem(0, 4, 5)
+    with pytest.raises((InvalidProblemError, TypeError), match=match):
+        sparse_ot(a, b, C, **kwargs)
+
+
+def test_bad_marginals():
+    a, b, C = rand_problem(0, 4, 5)
+    with pytest.raises(InvalidProblemError, match="a: entries must be nonnegative"):
+        sparse_ot(a - 0.3, b, C, max_nz=2)
+    with pytest.raises(InvalidProblemError, match=r"sum\(a\) = 2.*sum\(b\) = 1"):
+        sparse_ot(2 * a, b, C, max_nz=2)
+    with pytest.raises(InvalidProblemError, match=r"b: expected shape \(5,\)"):
+        sparse_ot(a, b[:-1], C, max_nz=2)
+    Cn = C.copy()
+    Cn[1, 1] = np.inf
+    with pytest.raises(InvalidProblemError, match="C: contains 1 non-finite"):
+        sparse_ot(a, b, Cn, max_nz=2)
+    with pytest.raises(InvalidProblemError, match="C: expected shape"):
+        sparse_ot(a, b, C[0], max_nz=2)
+    with pytest.raises(InvalidProblemError, match="C: integer"):
+        sparse_ot(None, None, torch.ones(3, 3, dtype=torch.int64), max_nz=1)
+
+
+def test_infeasible_k_warns_and_device_mismatch():
+    a, b, C = rand_problem(0, 9, 2)
+    with pytest.warns(UserWarning, match="infeasible"):
+        sparse_ot(a, b, C, max_nz=2, reg=1.0, method="bfgs")
+    with pytest.raises(optkit.BackendError, match="different devices"):
+        sparse_ot(torch.ones(2) / 2, torch.ones(2, device="meta") / 2, torch.rand(2, 2), max_nz=1)
+
+
+def test_max_iter_is_reported_not_success():
+    a, b, C = rand_problem(3, 30, 40)
+    res = sparse_ot(a, b, C, max_nz=2, reg=0.1, method="bfgs", max_iter=3)
+    assert res.status == Status.MAX_ITER and not res.success
+    with pytest.raises(optkit.ConvergenceError):
+        res.raise_for_status()
