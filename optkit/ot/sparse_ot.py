@@ -228,6 +228,13 @@ class _Objective:
         self.xp = xp
         self.nfev = 0
 
+    def instance(self, i):
+        """The objective of instance ``i`` alone (batch of one), sharing the data."""
+        sl = slice(i, i + 1)
+        sub = _Objective(self.a[sl], self.b[sl], self.CT[sl], self.k, self.reg,
+                         "semi-dual" if self.semi else "dual", self.xp)
+        return sub
+
     @property
     def dim(self):
         return self.m if self.semi else self.m + self.n
@@ -535,7 +542,7 @@ def _solve_iterative(P, k, opts, method, formulation, tol, x0, t_start):
     f_window = [f]
     records = [] if opts.record_history else None
     certificates = [None] * B
-    polished = [False] * B
+    polished = [float("inf")] * B  # residual at the last polish attempt
     np_resets = [0] * B
     np_since = [0] * B
     best = {"z": z, "f": f, "g": g, "plan": plan}
@@ -635,9 +642,12 @@ def _solve_iterative(P, k, opts, method, formulation, tol, x0, t_start):
         for i in range(B):
             if not running[i]:
                 continue
-            if (opts.polish and formulation == "semi-dual" and not polished[i] and r_h[i] <= 1e-3):
-                polished[i] = True
-                zi, fi, gi, pi, conv_i = _ssn_polish(obj, z[i:i + 1], f[i:i + 1], g[i:i + 1], tol,
+            # polish in the smooth regime; retried once the residual has dropped 10x since the
+            # last attempt, because an early attempt can meet a support that has not settled
+            if (opts.polish and formulation == "semi-dual" and r_h[i] <= min(1e-3, 0.1 * polished[i])):
+                polished[i] = r_h[i]
+                sub = obj.instance(i)
+                zi, fi, gi, pi, conv_i = _ssn_polish(sub, z[i:i + 1], f[i:i + 1], g[i:i + 1], tol,
                                                      mass[i:i + 1], xp)
                 z[i] = zi[0]
                 f[i] = fi[0]

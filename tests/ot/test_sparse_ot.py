@@ -247,3 +247,13 @@ def test_max_iter_is_reported_not_success():
     assert res.status == Status.MAX_ITER and not res.success
     with pytest.raises(optkit.ConvergenceError):
         res.raise_for_status()
+
+
+def test_batched_polish_uses_each_instance_own_data():
+    # regression: the smooth-regime polish once scored instance i against the whole batch
+    Cs = np.random.RandomState(1).rand(3, 5, 6)
+    batch = sparse_ot(None, None, torch.tensor(Cs), max_nz=5, reg=10.0, tol=1e-10)
+    for i in range(3):
+        single = sparse_ot(None, None, Cs[i], max_nz=5, reg=10.0, tol=1e-10)
+        np.testing.assert_allclose(float(batch.fun[i]), single.fun, rtol=1e-12)
+        np.testing.assert_allclose(to_np(batch.plan[i]), single.plan, atol=1e-9)
