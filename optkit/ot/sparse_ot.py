@@ -227,6 +227,9 @@ class _Objective:
         self.m, self.n = a.shape[-1], b.shape[-1]
         self.xp = xp
         self.nfev = 0
+        # one (B, n, m) scratch buffer for X = alpha - C, reused by every evaluation: a fresh
+        # allocation of that size costs as much as the evaluation itself (page faults)
+        self.work = xp.empty(CT.shape, dtype=CT.dtype, device=CT.device if is_torch(CT) else None)
 
     def instance(self, i):
         """The objective of instance ``i`` alone (batch of one), sharing the data."""
@@ -242,10 +245,12 @@ class _Objective:
     def __call__(self, z):
         self.nfev += 1
         if self.semi:
-            S, gS, idx, val = _kernels.semi_dual_kernel(z, self.a, self.b, self.CT, self.k, self.reg)
+            S, gS, idx, val = _kernels.semi_dual_kernel(z, self.a, self.b, self.CT, self.k, self.reg,
+                                                        work=self.work)
             return -S, -gS, (idx, val)
         alpha, beta = z[..., : self.m], z[..., self.m:]
-        D, ga, gb, idx, val = _kernels.dual_kernel(alpha, beta, self.a, self.b, self.CT, self.k, self.reg)
+        D, ga, gb, idx, val = _kernels.dual_kernel(alpha, beta, self.a, self.b, self.CT, self.k,
+                                                   self.reg, work=self.work)
         return -D, -self.xp.concat([ga, gb], axis=-1), (idx, val)
 
     def center(self, z):
