@@ -35,7 +35,7 @@ def _take(xp, mask, new, old):
     return xp.where(xp.reshape(mask, shape), new, old)
 
 
-def weak_wolfe(xp, fun: Callable, z, f0, g0, d, active, merge_aux: Callable):
+def weak_wolfe(xp, fun: Callable, z, f0, g0, d, active, merge_aux: Callable, t0=None):
     """Weak-Wolfe bisection (Lewis & Overton) for every active instance at once.
 
     ``fun(z) -> (f, g, aux)``. ``merge_aux(mask, new, old)`` selects kernel extras per instance.
@@ -44,7 +44,7 @@ def weak_wolfe(xp, fun: Callable, z, f0, g0, d, active, merge_aux: Callable):
     """
     B = z.shape[0]
     dphi0 = xp.sum(g0 * d, axis=-1)
-    t = xp.ones_like(f0)
+    t = xp.ones_like(f0) if t0 is None else t0 * 1.0
     lo = xp.zeros_like(f0)
     hi = xp.full_like(f0, float("inf"))
     done = ~active

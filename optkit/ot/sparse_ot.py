@@ -27,6 +27,7 @@ from .._result import Result, Status
 from ..callbacks import IterInfo, call_callback
 from . import _kernels
 from ._bfgs import DenseInverseHessian, LimitedInverseHessian, weak_wolfe
+from ._screening import ScreenedSemiDual, default_candidates
 
 __all__ = ["sparse_ot", "SparseOTResult", "SparseOTOptions", "SparseOTSolver", "KSparsePlan"]
 
@@ -53,6 +54,11 @@ class SparseOTOptions(Options):
                                       doc="seconds")
     history: int = option(50, kind="int", low=1, doc="L-BFGS memory")
     dense_max: int = option(10_000, kind="int", low=0, doc="largest m for dense BFGS")
+    screening: Any = option("auto", kind="choice", choices=("auto", True, False),
+                            doc="exact evaluation on a few candidate rows per column, refreshed by a "
+                                "safe margin test (auto: semi-dual with m >= 4 (2k + 7))")
+    adaptive_step: bool = option(True, kind="bool",
+                                 doc="start each line search at twice the last accepted step (<= 1)")
     polish: bool = option(True, kind="bool", doc="semismooth-Newton polish in the smooth regime")
     certify: Any = option("auto", kind="choice", choices=("auto", True, False),
                           doc="kink certificate by the tie LP (auto: numpy only)")
@@ -221,7 +227,7 @@ def _contiguous(x):
 class _Objective:
     """f = -S_k(alpha) (semi-dual) or -D_k(alpha, beta) (dual), batched over the leading axis."""
 
-    def __init__(self, a, b, CT, k, reg, formulation, xp):
+    def __init__(self, a, b, CT, k, reg, formulation, xp, screening=False):
         self.a, self.b, self.CT, self.k, self.reg = a, b, CT, k, reg
         self.semi = formulation == "semi-dual"
         self.m, self.n = a.shape[-1], b.shape[-1]
@@ -230,6 +236,11 @@ class _Objective:
         # one (B, n, m) scratch buffer for X = alpha - C, reused by every evaluation: a fresh
         # allocation of that size costs as much as the evaluation itself (page faults)
         self.work = xp.empty(CT.shape, dtype=CT.dtype, device=CT.device if is_torch(CT) else None)
+        self.screen = None
+        L = default_candidates(k, self.m) if screening == "auto" else (
+            default_candidates(k, self.m) or min(2 * k + 3, self.m - 1) if screening else 0)
+        if self.semi and L and L + 1 < self.m and k < L:
+            self.screen = ScreenedSemiDual(a, b, CT, k, reg, L, xp, work=self.work)
 
     def instance(self, i):
         """The objective of instance ``i`` alone (batch of one), sharing the data."""
@@ -244,6 +255,9 @@ class _Objective:
 
     def __call__(self, z):
         self.nfev += 1
+        if self.screen is not None:
+            S, gS, idx, val = self.screen(z)
+            return -S, -gS, (idx, val)
         if self.semi:
             S, gS, idx, val = _kernels.semi_dual_kernel(z, self.a, self.b, self.CT, self.k, self.reg,
                                                         work=self.work)
@@ -314,7 +328,8 @@ class SparseOTSolver:
 
 
 def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dual", method="auto",
-              tol=None, max_iter=None, time_limit=None, history=50, dense_max=10_000, polish=True,
+              tol=None, max_iter=None, time_limit=None, history=50, dense_max=10_000,
+              screening="auto", adaptive_step=True, polish=True,
               certify="auto", certify_tol=1e-6, preset=None, plan_format="dense", check_every=None, x0=None,
               callback=None, record_history=False, verbose=0, device=None, dtype=None, lr=1e-2
               ) -> SparseOTResult:
@@ -357,6 +372,13 @@ def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dua
         L-BFGS memory.
     dense_max : int, default 10000
         Largest m solved with a dense inverse Hessian.
+    screening : {"auto", True, False}, default "auto"
+        Evaluate the semi-dual on L candidate rows per column (L = max(2k + 3, 7)); a safe margin
+        test keeps the evaluation exact and refreshes columns from their full rows when needed.
+        ``auto`` enables it for the semi-dual when m >= 4 (L + 1).
+    adaptive_step : bool, default True
+        Start each weak-Wolfe search at twice the last accepted step (capped at 1) instead of 1:
+        at kinks accepted steps stay small and a start at 1 costs several bisections.
     polish : bool, default True
         Semismooth Newton on the fixed support once the residual is below 1e-3 (smooth regime).
     certify : {"auto", True, False}, default "auto"
@@ -417,7 +439,8 @@ def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dua
     """
     opts = SparseOTOptions.from_kwargs(
         reg=reg, axis=axis, formulation=formulation, method=method, tol=tol, max_iter=max_iter,
-        time_limit=time_limit, history=history, dense_max=dense_max, polish=polish, certify=certify,
+        time_limit=time_limit, history=history, dense_max=dense_max, screening=screening,
+        adaptive_step=adaptive_step, polish=polish, certify=certify,
         certify_tol=certify_tol, preset=preset, plan_format=plan_format, check_every=check_every, callback=callback,
         record_history=record_history, verbose=verbose, lr=lr)
     return _solve(a, b, C, max_nz, opts, x0=x0, device=device, dtype=dtype)
@@ -521,7 +544,7 @@ def _solve_iterative(P, k, opts, method, formulation, tol, x0, t_start):
     be = P["be"]
     xp = _xp(be)
     CT = _contiguous(_transpose(P["C"]))
-    obj = _Objective(P["a"], P["b"], CT, k, opts.reg, formulation, xp)
+    obj = _Objective(P["a"], P["b"], CT, k, opts.reg, formulation, xp, screening=opts.screening)
     if method == "pot":
         return _solve_pot(P, obj, opts, tol, x0)
     max_iter = opts.max_iter if opts.max_iter is not None else (20 if method == "adam" else
@@ -544,6 +567,7 @@ def _solve_iterative(P, k, opts, method, formulation, tol, x0, t_start):
     adam_m = xp.zeros_like(z)
     adam_v = xp.zeros_like(z)
     resets = xp.zeros((B,), dtype=xp.int64, device=dev)
+    t_prev = xp.ones((B,), dtype=z.dtype, device=dev)
     f_window = [f]
     records = [] if opts.record_history else None
     certificates = [None] * B
@@ -591,8 +615,12 @@ def _solve_iterative(P, k, opts, method, formulation, tol, x0, t_start):
             if bool(xp.any(ascent)):
                 Hinv.reset(ascent)
                 d = xp.where(ascent[:, None], -g, d)
+            # first trial: twice the last accepted step, capped at the BFGS step 1; at kinks
+            # accepted steps stay well below 1 and starting at 1 costs several bisections
+            t_first = xp.minimum(2.0 * t_prev, xp.ones_like(t_prev)) if opts.adaptive_step else None
             ls = weak_wolfe(xp, obj, z, f, g, d, active,
-                            lambda msk, nw, old: _Objective.merge_aux(xp, msk, nw, old))
+                            lambda msk, nw, old: _Objective.merge_aux(xp, msk, nw, old), t0=t_first)
+            t_prev = xp.where(ls.ok & (ls.t > 0), ls.t, xp.ones_like(t_prev))
             ok = ls.ok
             z_new = obj.center(z + ls.t[:, None] * d)
             f_new, g_new, plan_new = ls.f, ls.g, ls.aux

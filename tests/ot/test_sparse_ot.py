@@ -257,3 +257,34 @@ def test_batched_polish_uses_each_instance_own_data():
         single = sparse_ot(None, None, Cs[i], max_nz=5, reg=10.0, tol=1e-10)
         np.testing.assert_allclose(float(batch.fun[i]), single.fun, rtol=1e-12)
         np.testing.assert_allclose(to_np(batch.plan[i]), single.plan, atol=1e-9)
+
+
+def test_screened_evaluation_is_exact(backend, asarray):
+    """The candidate-row evaluation equals the full kernel along a trajectory (safe margin test)."""
+    from optkit._backend import array_namespace
+    from optkit.ot import semi_dual_kernel
+    from optkit.ot._screening import ScreenedSemiDual
+    from optkit.ot.problems import clouds
+
+    a, b, C = clouds(300)
+    A, Bm, CT = asarray(a[None]), asarray(b[None]), asarray(np.ascontiguousarray(C.T)[None])
+    screen = ScreenedSemiDual(A, Bm, CT, 3, 0.5, 9, array_namespace(CT), work=CT * 0)
+    rs = np.random.RandomState(0)
+    z = np.zeros((1, 300))
+    for it in range(120):
+        z = z + rs.randn(1, 300) * (1e-2 if it < 15 else 1e-6)
+        got = screen(asarray(z))
+        ref = semi_dual_kernel(asarray(z), A, Bm, CT, 3, 0.5)
+        for x, y in zip(got, ref):
+            np.testing.assert_array_equal(to_np(x), to_np(y))
+    assert screen.full_refreshes >= 1 and screen.full_refreshes + screen.plain_evals < 120
+
+
+def test_screening_and_adaptive_step_do_not_change_the_answer():
+    from optkit.ot.problems import clouds
+
+    a, b, C = clouds(120)
+    base = sparse_ot(a, b, C, max_nz=4, reg=1.0, method="bfgs", screening=False, adaptive_step=False)
+    fast = sparse_ot(a, b, C, max_nz=4, reg=1.0, method="bfgs", screening=True)
+    np.testing.assert_allclose(fast.fun, base.fun, rtol=1e-9)
+    assert fast.status == base.status
