@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import importlib
 
-from ._errors import (BackendError, ConvergenceError, DependencyError, InvalidProblemError,
-                      LLMError, OptkitError)
+from ._errors import (
+    BackendError,
+    ConvergenceError,
+    DependencyError,
+    InvalidProblemError,
+    LLMError,
+    OptkitError,
+)
 from ._result import BatchedResult, Result, Status
 
 __version__ = "0.1.0"

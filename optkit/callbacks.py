@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["IterInfo", "History", "TimeBudget", "EarlyStop", "ProgressBar", "CallbackList",
            "call_callback"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["Case", "SolverEntry", "register", "get", "entries", "load_all", "CAPABILITIES"]
 

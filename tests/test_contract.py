@@ -5,15 +5,14 @@ test code. The test-only ridge solver keeps the contracts exercised on their own
 """
 
 import copy
-import dataclasses
 
 import numpy as np
 import pytest
+from conftest import HAS_CUDA, to_np
 
 import optkit
 from optkit import registry
 from optkit.callbacks import IterInfo
-from conftest import HAS_CUDA, to_np
 
 try:
     import torch
@@ -172,7 +171,7 @@ def test_torch_preserves_dtype_and_device(entry, dtype):
     for dev in devices:
         case = entry.make_case("torch", 6)
         tdt = getattr(torch, dtype)
-        conv = lambda v: v.to(device=dev, dtype=tdt) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+        conv = lambda v, dev=dev, tdt=tdt: v.to(device=dev, dtype=tdt) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
         args = tuple(conv(a) for a in case.args)
         kwargs = {k: conv(v) for k, v in case.kwargs.items()}
         res = entry.solve(*args, **kwargs)

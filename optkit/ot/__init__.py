@@ -5,11 +5,18 @@
 differentiable torch functions and an MoE router.
 """
 
-from ._certificate import certify
-from ._kernels import (dual_kernel, ksupport_sq, plan_to_dense, relaxed_primal_value,
-                       semi_dual_kernel, topk_l2_conjugate, topk_simplex_max)
-from .sparse_ot import KSparsePlan, SparseOTOptions, SparseOTResult, SparseOTSolver, sparse_ot
 from . import _register  # noqa: F401  (registers the solvers for the contract tests)
+from ._certificate import certify
+from ._kernels import (
+    dual_kernel,
+    ksupport_sq,
+    plan_to_dense,
+    relaxed_primal_value,
+    semi_dual_kernel,
+    topk_l2_conjugate,
+    topk_simplex_max,
+)
+from .sparse_ot import KSparsePlan, SparseOTOptions, SparseOTResult, SparseOTSolver, sparse_ot
 
 __all__ = ["sparse_ot", "SparseOTResult", "SparseOTOptions", "SparseOTSolver", "KSparsePlan",
            "certify", "topk_l2_conjugate", "topk_simplex_max", "semi_dual_kernel", "dual_kernel",

@@ -13,7 +13,8 @@ branches on one instance's values.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 C1, C2 = 1e-4, 0.9
 MAX_TRIALS = 50

@@ -107,7 +107,7 @@ def central_fd(f, s, h):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_topk_l2_conjugate_brute_force_and_gradient(backend):
     worst_val = worst_grad = 0.0
-    for m, k, gamma, _, s in conjugate_cases():
+    for _m, k, gamma, _, s in conjugate_cases():
         val, grad = topk_l2_conjugate(as_backend(s, backend), k, gamma)
         worst_val = max(worst_val, abs(float(val) - brute_delta(s, k, gamma)))
         h = 1e-5
@@ -122,7 +122,7 @@ def test_topk_l2_conjugate_brute_force_and_gradient(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_topk_simplex_max_brute_force_and_gradient(backend):
     worst_val = worst_grad = 0.0
-    for m, k, gamma, b, s in conjugate_cases(seed=1):
+    for _m, k, gamma, b, s in conjugate_cases(seed=1):
         val, t = topk_simplex_max(as_backend(s, backend), b, k, gamma)
         t = to_np(t)
         worst_val = max(worst_val, abs(float(val) - brute_max(s, b, k, gamma)))

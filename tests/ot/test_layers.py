@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from scipy.optimize import linprog
+from scipy.optimize import linprog  # noqa: E402
 
-from optkit.ot import layers, sparse_ot
-from optkit.ot.layers import (
+from optkit.ot import layers, sparse_ot  # noqa: E402
+from optkit.ot.layers import (  # noqa: E402
     KSparseOTRouter,
     RouterOutput,
     SparseOT,

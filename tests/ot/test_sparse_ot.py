@@ -1,15 +1,14 @@
 """sparse_ot against independent references (ot.md §6): HiGHS LP, cvxpy, POT, closed forms."""
 
-import warnings
 
 import numpy as np
 import pytest
+from conftest import to_np
 from scipy.optimize import linprog
 
 import optkit
 from optkit import InvalidProblemError, Status
 from optkit.ot import sparse_ot
-from conftest import to_np
 
 torch = pytest.importorskip("torch")
 
