@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 import warnings
 from typing import Any
@@ -77,17 +78,22 @@ class SparseOTOptions(Options):
 
 @dataclasses.dataclass
 class KSparsePlan:
-    """A plan stored as ``max_nz`` (row index, value) pairs per column.
+    """A plan stored as ``max_nz`` (index, value) pairs per sparse slice.
 
-    ``indices`` and ``values`` have shape (..., n, k); ``shape`` is the dense (..., m, n) shape.
+    With ``axis="columns"``, ``indices``/``values`` have shape (..., n, k): row indices and values
+    of each column's entries, and ``shape`` is the dense (..., m, n). With ``axis="rows"`` they
+    have shape (..., m, k) and hold column indices of each row's entries. Values may be zero.
     """
 
     indices: Any
     values: Any
     shape: tuple
+    axis: str = "columns"
 
     def to_dense(self):
-        return _kernels.plan_to_dense(self.indices, self.values, self.shape[-2])
+        if self.axis == "columns":
+            return _kernels.plan_to_dense(self.indices, self.values, self.shape[-2])
+        return _transpose(_kernels.plan_to_dense(self.indices, self.values, self.shape[-1]))
 
     @property
     def nnz(self):
@@ -459,6 +465,8 @@ def _solve(a, b, C, max_nz, opts: SparseOTOptions, x0=None, device=None, dtype=N
     if k_eff * n < m:
         warnings.warn(f"max_nz * n = {k_eff * n} < m = {m}: the k-sparse primal is infeasible; "
                       "the value is that of the convex relaxation", UserWarning, stacklevel=3)
+    if opts.plan_format == "dense":
+        _check_dense_plan_fits(P)
     tol = opts.tol if opts.tol is not None else (1e-8 if _is64(be) else 1e-5)
     method = opts.method
     if opts.preset == "jaxopt":
@@ -482,6 +490,26 @@ def _solve(a, b, C, max_nz, opts: SparseOTOptions, x0=None, device=None, dtype=N
             with _blas_threads(be, P["m"]):
                 out = _solve_iterative(P, k_eff, opts, method, formulation, tol, x0, t_start)
     return _finish(P, out, opts, k_eff, clamped, tol, t_start, method, formulation)
+
+
+def _check_dense_plan_fits(P):
+    """Refuse a dense plan larger than the free memory before any work (use plan_format='ksparse')."""
+    be = P["be"]
+    itemsize = 4 if "32" in be.dtype_str else 8
+    need = P["B"] * P["m"] * P["n"] * itemsize
+    free = None
+    if be.is_torch and be.device.type == "cuda":
+        free = get_torch().cuda.mem_get_info(be.device)[0]
+    elif hasattr(os, "sysconf"):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            free = None
+    if free is not None and need > 0.5 * free:
+        raise InvalidProblemError(
+            f"plan_format: a dense plan of shape ({P['B']}, {P['m']}, {P['n']}) needs "
+            f"{need / 2**30:.1f} GiB, more than half of the {free / 2**30:.1f} GiB free; "
+            "pass plan_format='ksparse' (indices and values, O(n k) memory)")
 
 
 def _blas_threads(be, m):
@@ -929,10 +957,12 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
     else:
         beta = z[..., m:]
     value = -f
-    dense_T = _kernels.plan_to_dense(idx, val, m)
     Cm = P["C"]
-    primal_cost = _sum_last(_sum_last(dense_T * Cm))
-    reg_value = primal_cost + 0.5 * opts.reg * _sum_last(_sum_last(dense_T * dense_T))
+    # costs from the (n, k) plan entries: no dense (m, n) plan is needed for them
+    Cg = _take_idx(_transpose(Cm), idx)
+    primal_cost = _sum_last(_sum_last(val * Cg))
+    reg_value = primal_cost + 0.5 * opts.reg * _sum_last(_sum_last(val * val))
+    dense_T = _kernels.plan_to_dense(idx, val, m) if opts.plan_format == "dense" or not be.is_torch else None
     relaxed = [None] * B
     regimes = ["unknown"] * B
     gaps = [float("nan")] * B
@@ -969,23 +999,22 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
     plan_dense = dense_T
     if opts.axis == "rows":
         out_alpha, out_beta = beta, alpha
-        plan_dense = _transpose(dense_T)
+        plan_dense = _transpose(dense_T) if dense_T is not None else None
         r_row, r_col = r_col, r_row
+    shape = tuple(idx.shape[:-2]) + ((m, idx.shape[-2]) if opts.axis == "columns" else (idx.shape[-2], m))
+    ksparse = KSparsePlan(idx, val, shape, axis=opts.axis)
     relaxed_out = []
     for i in range(B):
         rp = relaxed[i]
         if isinstance(rp, str):
-            rp = plan_dense[i]
+            # relaxed_plan is documented as a dense array (it is dV/dC for the layers)
+            rp = plan_dense[i] if plan_dense is not None else _squeeze_plan(_slice_plan(ksparse, i)).to_dense()
         elif rp is not None:
             rp = to_backend(rp, be, "relaxed_plan")
             if opts.axis == "rows":
                 rp = _transpose(rp)
         relaxed_out.append(rp)
-    if opts.plan_format == "ksparse":
-        shape = tuple(plan_dense.shape)
-        plan_out = KSparsePlan(idx, val, shape if opts.axis == "columns" else shape)
-    else:
-        plan_out = plan_dense
+    plan_out = ksparse if opts.plan_format == "ksparse" else plan_dense
     statuses = out["status"]
     msgs = []
     for i in range(B):
@@ -1048,8 +1077,12 @@ def _maximum(x, y):
 
 def _squeeze_plan(p):
     if isinstance(p, KSparsePlan):
-        return KSparsePlan(p.indices[0], p.values[0], p.shape[1:])
+        return KSparsePlan(p.indices[0], p.values[0], p.shape[1:], axis=p.axis)
     return p[0]
+
+
+def _slice_plan(p, i):
+    return KSparsePlan(p.indices[i:i + 1], p.values[i:i + 1], (1,) + tuple(p.shape[1:]), axis=p.axis)
 
 
 def _kernels_col_sums(val):
@@ -1059,9 +1092,7 @@ def _kernels_col_sums(val):
 def _beta_from_semi(alpha, P, idx, val, reg):
     """beta_j = -lambda_j, lambda_j = x_ij - reg t_ij on supp(t_j) (ot.md §2): averaged over the support."""
     xp = _xp(P["be"])
-    CT = _transpose(P["C"])  # (B, n, m)
-    x = alpha[:, None, :] - CT  # (B, n, m); small problems only reach here through layers/results
-    xs = _take_idx(x, idx)
+    xs = _gather_rows(xp, alpha, idx) - _take_idx(_transpose(P["C"]), idx)  # x_ij on the support
     mask = val > 0
     cnt = xp.sum(xp.astype(mask, val.dtype), axis=-1)
     lam = xp.sum(xp.where(mask, xs - reg * val, 0.0), axis=-1) / xp.where(cnt > 0, cnt, 1.0)

@@ -287,3 +287,25 @@ def test_screening_and_adaptive_step_do_not_change_the_answer():
     fast = sparse_ot(a, b, C, max_nz=4, reg=1.0, method="bfgs", screening=True)
     np.testing.assert_allclose(fast.fun, base.fun, rtol=1e-9)
     assert fast.status == base.status
+
+
+@pytest.mark.parametrize("axis", ["columns", "rows"])
+def test_ksparse_plan_both_axes_torch(axis):
+    C = torch.tensor(np.random.RandomState(0).rand(5, 7))
+    dense = sparse_ot(None, None, C, max_nz=2, reg=1.0, axis=axis, method="bfgs")
+    ks = sparse_ot(None, None, C, max_nz=2, reg=1.0, axis=axis, method="bfgs", plan_format="ksparse")
+    assert ks.plan.shape == (5, 7) and ks.plan.axis == axis
+    torch.testing.assert_close(ks.plan.to_dense(), dense.plan)
+    np.testing.assert_allclose(ks.primal_cost, float((dense.plan * C).sum()), rtol=1e-12)
+
+
+def test_dense_plan_too_large_raises_before_solving(monkeypatch):
+    import sys
+
+    mod = sys.modules["optkit.ot.sparse_ot"]  # the package attribute is the function
+    monkeypatch.setattr(mod.os, "sysconf", lambda name: 1 if name == "SC_AVPHYS_PAGES" else 4096)
+    a, b, C = rand_problem(0, 40, 50)
+    with pytest.raises(InvalidProblemError, match="plan_format: a dense plan"):
+        sparse_ot(a, b, C, max_nz=2)
+    res = sparse_ot(a, b, C, max_nz=2, plan_format="ksparse", method="bfgs")
+    assert res.plan.values.shape == (50, 2)
