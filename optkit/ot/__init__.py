@@ -16,9 +16,16 @@ from ._kernels import (
     topk_l2_conjugate,
     topk_simplex_max,
 )
-from .sparse_ot import KSparsePlan, SparseOTOptions, SparseOTResult, SparseOTSolver, sparse_ot
+from .sparse_ot import (
+    KSparsePlan,
+    SparseOTOptions,
+    SparseOTResult,
+    SparseOTSolver,
+    SparseOTState,
+    sparse_ot,
+)
 
-__all__ = ["sparse_ot", "SparseOTResult", "SparseOTOptions", "SparseOTSolver", "KSparsePlan",
+__all__ = ["sparse_ot", "SparseOTResult", "SparseOTOptions", "SparseOTSolver", "SparseOTState", "KSparsePlan",
            "certify", "topk_l2_conjugate", "topk_simplex_max", "semi_dual_kernel", "dual_kernel",
            "ksupport_sq", "relaxed_primal_value", "plan_to_dense", "layers", "problems"]
 

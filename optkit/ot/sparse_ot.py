@@ -300,36 +300,74 @@ class _Objective:
 
 @dataclasses.dataclass
 class SparseOTState:
-    """Iterate of :class:`SparseOTSolver` (arrays only, batched): reusable as a warm start."""
+    """Iterate of :class:`SparseOTSolver` (batched arrays; ``z[:, :m]`` is alpha).
 
-    z: Any  # alpha (semi-dual) or concat(alpha, beta)
-    f: Any
+    ``z`` can be passed back as ``x0`` to warm-start another solve. ``status`` holds one code per
+    instance (``-2`` while running).
+    """
+
+    z: Any
+    f: Any  # minimised objective: minus the dual value
     g: Any
-    plan: Any  # (idx, val)
-    status: Any  # (B,) int codes, -2 = still running
+    status: Any
     it: int = 0
     nfev: int = 0
-    best_z: Any = None
-    best_f: Any = None
-    f_window: Any = None  # f 50 iterations ago, for the stall test
-    resets: Any = None
+    _run: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._run.finished)
 
 
 _RUNNING = -2
 
 
 class SparseOTSolver:
-    """Solver object behind :func:`sparse_ot` with ``init`` / ``step`` / ``run``.
+    """Solver object behind :func:`sparse_ot` with ``init`` / ``step`` / ``result`` / ``run``.
 
-    ``SparseOTSolver(max_nz=2, reg=1.0, **options).run(a, b, C)`` equals ``sparse_ot(...)``.
+    ``SparseOTSolver(max_nz=2, reg=1.0, **options).run(a, b, C)`` equals ``sparse_ot(...)``. The
+    step-wise form drives the iterative methods (``bfgs``, ``lbfgs``, ``adam``) from user code::
+
+        solver = SparseOTSolver(max_nz=2, reg=1.0, method="bfgs")
+        state = solver.init(a, b, C)
+        while not state.finished:
+            state = solver.step(state)
+        res = solver.result(state)
     """
 
     def __init__(self, max_nz, **options):
         self.max_nz = max_nz
         self.options = SparseOTOptions.from_kwargs(**options)
 
-    def run(self, a, b, C, x0=None, device=None, dtype=None):
+    def init(self, a, b, C, x0=None, device=None, dtype=None) -> SparseOTState:
+        P = _setup(a, b, C, self.max_nz, self.options, device, dtype)
+        if P["zero_rows"] or P["zero_cols"] or P["method"] in ("lp", "pot"):
+            raise InvalidProblemError(
+                "method: init/step drive the iterative methods (bfgs, lbfgs, adam) on marginals "
+                "without zero entries; use run() for this problem")
+        run = _IterativeRun(P, P["k_eff"], self.options, P["method"], P["formulation"], P["tol"],
+                            x0, time.perf_counter())
+        return self._state(run)
+
+    def step(self, state: SparseOTState) -> SparseOTState:
+        run = state._run
+        with _blas_threads(run.P["be"], run.P["m"]):
+            run.step()
+        return self._state(run)
+
+    def result(self, state: SparseOTState) -> SparseOTResult:
+        run = state._run
+        P = run.P
+        return _finish(P, run.output(), self.options, P["k_eff"], P["clamped"], P["tol"],
+                       run.t_start, P["method"], P["formulation"])
+
+    def run(self, a, b, C, x0=None, device=None, dtype=None) -> SparseOTResult:
         return _solve(a, b, C, self.max_nz, self.options, x0=x0, device=device, dtype=dtype)
+
+    @staticmethod
+    def _state(run):
+        return SparseOTState(z=run.z, f=run.f, g=run.g, status=run.status, it=run.it,
+                             nfev=run.nfev, _run=run)
 
 
 def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dual", method="auto",
@@ -451,23 +489,23 @@ def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dua
     return _solve(a, b, C, max_nz, opts, x0=x0, device=device, dtype=dtype)
 
 
-def _solve(a, b, C, max_nz, opts: SparseOTOptions, x0=None, device=None, dtype=None):
-    t_start = time.perf_counter()
+def _setup(a, b, C, max_nz, opts: SparseOTOptions, device, dtype):
+    """Validate inputs and choose method, formulation and tolerance (no solving)."""
     P = _prepare(a, b, C, max_nz, opts, device, dtype)
     be = P["be"]
     if not math.isfinite(opts.reg):
         raise InvalidProblemError(f"reg: must be finite, got {opts.reg!r}")
     k, m, n = P["k"], P["m"], P["n"]
-    clamped = k >= m
-    k_eff = min(k, m)
+    P["clamped"] = k >= m
+    P["k_eff"] = k_eff = min(k, m)
     if P["zero_rows"] or P["zero_cols"]:
-        return _solve_with_zeros(P, opts, x0, t_start, k)
+        return P
     if k_eff * n < m:
         warnings.warn(f"max_nz * n = {k_eff * n} < m = {m}: the k-sparse primal is infeasible; "
-                      "the value is that of the convex relaxation", UserWarning, stacklevel=3)
+                      "the value is that of the convex relaxation", UserWarning, stacklevel=4)
     if opts.plan_format == "dense":
         _check_dense_plan_fits(P)
-    tol = opts.tol if opts.tol is not None else (1e-8 if _is64(be) else 1e-5)
+    P["tol"] = opts.tol if opts.tol is not None else (1e-8 if _is64(be) else 1e-5)
     method = opts.method
     if opts.preset == "jaxopt":
         method = "lbfgs"
@@ -482,14 +520,24 @@ def _solve(a, b, C, max_nz, opts: SparseOTOptions, x0=None, device=None, dtype=N
         method = "bfgs"
     if be.is_torch and method in ("lp",):
         raise InvalidProblemError("method: 'lp' runs on numpy inputs only")
-    formulation = "dual" if method == "pot" else opts.formulation
+    P["method"] = method
+    P["formulation"] = "dual" if method == "pot" else opts.formulation
+    return P
+
+
+def _solve(a, b, C, max_nz, opts: SparseOTOptions, x0=None, device=None, dtype=None):
+    t_start = time.perf_counter()
+    P = _setup(a, b, C, max_nz, opts, device, dtype)
+    if P["zero_rows"] or P["zero_cols"]:
+        return _solve_with_zeros(P, opts, x0, t_start, P["k"])
+    method, formulation, tol, k_eff = P["method"], P["formulation"], P["tol"], P["k_eff"]
     with verbosity(opts.verbose):
         if method == "lp":
             out = _solve_lp(P, k_eff, opts)
         else:
-            with _blas_threads(be, P["m"]):
+            with _blas_threads(P["be"], P["m"]):
                 out = _solve_iterative(P, k_eff, opts, method, formulation, tol, x0, t_start)
-    return _finish(P, out, opts, k_eff, clamped, tol, t_start, method, formulation)
+    return _finish(P, out, opts, k_eff, P["clamped"], tol, t_start, method, formulation)
 
 
 def _check_dense_plan_fits(P):
@@ -568,75 +616,100 @@ def _start(P, x0, formulation, be):
 
 
 def _solve_iterative(P, k, opts, method, formulation, tol, x0, t_start):
-    be = P["be"]
-    xp = _xp(be)
-    CT = _contiguous(_transpose(P["C"]))
-    obj = _Objective(P["a"], P["b"], CT, k, opts.reg, formulation, xp, screening=opts.screening)
     if method == "pot":
+        be = P["be"]
+        xp = _xp(be)
+        obj = _Objective(P["a"], P["b"], _contiguous(_transpose(P["C"])), k, opts.reg, "dual", xp)
         return _solve_pot(P, obj, opts, tol, x0)
-    max_iter = opts.max_iter if opts.max_iter is not None else (20 if method == "adam" else
-                                                                 (500 if opts.preset else 5000))
-    check_every = opts.check_every or (10 if be.is_torch else 1)
-    certify = opts.certify if opts.certify != "auto" else (not be.is_torch)
-    mass = P["mass"]
-    B = P["B"]
-    dev = be.device if be.is_torch else None
-    z = obj.center(_start(P, x0, formulation, be))
-    f, g, plan = obj(z)
-    status = xp.full((B,), _RUNNING, dtype=xp.int64, device=dev)
-    if method == "lbfgs":
-        hist = 10 if opts.preset == "jaxopt" else opts.history
-        Hinv = LimitedInverseHessian(xp, B, obj.dim, z.dtype, dev, hist)
-    elif method == "bfgs":
-        Hinv = DenseInverseHessian(xp, B, obj.dim, z.dtype, dev)
-    else:
-        Hinv = None
-    adam_m = xp.zeros_like(z)
-    adam_v = xp.zeros_like(z)
-    resets = xp.zeros((B,), dtype=xp.int64, device=dev)
-    m_rows, n_cols = P["m"], P["n"]
-    t_prev = xp.ones((B,), dtype=z.dtype, device=dev)
-    f_window = [f]
-    records = [] if opts.record_history else None
-    certificates = [None] * B
-    polished = [float("inf")] * B  # residual at the last polish attempt
-    np_resets = [0] * B
-    np_since = [0] * B
-    it = 0
-    nfev = obj.nfev
-    message_extra = [""] * B
+    run = _IterativeRun(P, k, opts, method, formulation, tol, x0, t_start)
+    while not run.finished:
+        run.step()
+    return run.output()
 
-    def residual(gv):
-        r_row, r_col = obj.residuals(gv, mass)
-        return xp.maximum(r_row, r_col)
 
-    def finished(st):
-        return bool(xp.all(st != _RUNNING))
+class _IterativeRun:
+    """The batched (L-)BFGS / Adam iteration as an explicit state machine (init, step, output)."""
 
-    r = residual(g)
-    nonfinite0 = ~(xp.isfinite(f) & xp.all(xp.isfinite(g), axis=-1))
-    status = xp.where(nonfinite0, int(Status.NUMERICAL_ERROR), status)
-    status = xp.where((status == _RUNNING) & (r <= tol), int(Status.CONVERGED), status)
-    while not finished(status):
-        if it >= max_iter:
-            status = xp.where(status == _RUNNING, int(Status.MAX_ITER), status)
-            break
-        if opts.time_limit is not None and time.perf_counter() - t_start >= opts.time_limit:
-            status = xp.where(status == _RUNNING, int(Status.TIME_LIMIT), status)
-            break
-        active = status == _RUNNING
-        it += 1
-        if method == "adam":
+    def __init__(self, P, k, opts, method, formulation, tol, x0, t_start):
+        be = P["be"]
+        self.P, self.k, self.opts, self.method, self.formulation = P, k, opts, method, formulation
+        self.tol, self.t_start = tol, t_start
+        self.xp = xp = _xp(be)
+        CT = _contiguous(_transpose(P["C"]))
+        self.obj = obj = _Objective(P["a"], P["b"], CT, k, opts.reg, formulation, xp,
+                                    screening=opts.screening)
+        self.max_iter = opts.max_iter if opts.max_iter is not None else (
+            20 if method == "adam" else (500 if opts.preset else 5000))
+        self.check_every = opts.check_every or (10 if be.is_torch else 1)
+        self.certify = opts.certify if opts.certify != "auto" else (not be.is_torch)
+        self.mass = P["mass"]
+        self.B = B = P["B"]
+        self.dev = dev = be.device if be.is_torch else None
+        self.z = z = obj.center(_start(P, x0, formulation, be))
+        self.f, self.g, self.plan = obj(z)
+        self.status = xp.full((B,), _RUNNING, dtype=xp.int64, device=dev)
+        if method == "lbfgs":
+            hist = 10 if opts.preset == "jaxopt" else opts.history
+            self.Hinv = LimitedInverseHessian(xp, B, obj.dim, z.dtype, dev, hist)
+        elif method == "bfgs":
+            self.Hinv = DenseInverseHessian(xp, B, obj.dim, z.dtype, dev)
+        else:
+            self.Hinv = None
+        self.adam_m = xp.zeros_like(z)
+        self.adam_v = xp.zeros_like(z)
+        self.resets = xp.zeros((B,), dtype=xp.int64, device=dev)
+        self.t_prev = xp.ones((B,), dtype=z.dtype, device=dev)
+        self.f_window = [self.f]
+        self.records = [] if opts.record_history else None
+        self.certificates = [None] * B
+        self.polished = [float("inf")] * B  # residual at the last polish attempt
+        self.np_resets = [0] * B
+        self.np_since = [0] * B
+        self.it = 0
+        self.nfev = obj.nfev
+        self.message_extra = [""] * B
+        self.finished = False
+        f, g = self.f, self.g
+        nonfinite0 = ~(xp.isfinite(f) & xp.all(xp.isfinite(g), axis=-1))
+        st = xp.where(nonfinite0, int(Status.NUMERICAL_ERROR), self.status)
+        self.status = xp.where((st == _RUNNING) & (self.residual(g) <= tol), int(Status.CONVERGED), st)
+        self._update_finished()
+
+    def residual(self, gv):
+        r_row, r_col = self.obj.residuals(gv, self.mass)
+        return self.xp.maximum(r_row, r_col)
+
+    def _update_finished(self):
+        self.finished = self.finished or bool(self.xp.all(self.status != _RUNNING))
+
+    def _stop_all(self, code):
+        self.status = self.xp.where(self.status == _RUNNING, int(code), self.status)
+        self.finished = True
+
+    def step(self):
+        """One iteration of every running instance, then the stopping tests."""
+        xp, opts, obj = self.xp, self.opts, self.obj
+        if self.finished:
+            return
+        if self.it >= self.max_iter:
+            return self._stop_all(Status.MAX_ITER)
+        if opts.time_limit is not None and time.perf_counter() - self.t_start >= opts.time_limit:
+            return self._stop_all(Status.TIME_LIMIT)
+        z, f, g = self.z, self.f, self.g
+        active = self.status == _RUNNING
+        self.it += 1
+        it = self.it
+        if self.method == "adam":
             b1, b2 = 0.9, 0.999
-            adam_m = b1 * adam_m + (1 - b1) * g
-            adam_v = b2 * adam_v + (1 - b2) * g * g
-            mh = adam_m / (1 - b1 ** it)
-            vh = adam_v / (1 - b2 ** it)
-            step = opts.lr * mh / (xp.sqrt(vh) + 1e-8)
-            z_new = obj.center(z - step)
+            self.adam_m = b1 * self.adam_m + (1 - b1) * g
+            self.adam_v = b2 * self.adam_v + (1 - b2) * g * g
+            mh = self.adam_m / (1 - b1 ** it)
+            vh = self.adam_v / (1 - b2 ** it)
+            z_new = obj.center(z - opts.lr * mh / (xp.sqrt(vh) + 1e-8))
             f_new, g_new, plan_new = obj(z_new)
             ok = active
         else:
+            Hinv = self.Hinv
             d = Hinv.direction(g)
             ascent = active & (xp.sum(g * d, axis=-1) >= 0)
             if bool(xp.any(ascent)):
@@ -644,10 +717,11 @@ def _solve_iterative(P, k, opts, method, formulation, tol, x0, t_start):
                 d = xp.where(ascent[:, None], -g, d)
             # first trial: twice the last accepted step, capped at the BFGS step 1; at kinks
             # accepted steps stay well below 1 and starting at 1 costs several bisections
+            t_prev = self.t_prev
             t_first = xp.minimum(2.0 * t_prev, xp.ones_like(t_prev)) if opts.adaptive_step else None
             ls = weak_wolfe(xp, obj, z, f, g, d, active,
                             lambda msk, nw, old: _Objective.merge_aux(xp, msk, nw, old), t0=t_first)
-            t_prev = xp.where(ls.ok & (ls.t > 0), ls.t, xp.ones_like(t_prev))
+            self.t_prev = xp.where(ls.ok & (ls.t > 0), ls.t, xp.ones_like(t_prev))
             ok = ls.ok
             z_new = obj.center(z + ls.t[:, None] * d)
             f_new, g_new, plan_new = ls.f, ls.g, ls.aux
@@ -657,90 +731,105 @@ def _solve_iterative(P, k, opts, method, formulation, tol, x0, t_start):
             norms = xp.sqrt(xp.sum(s * s, axis=-1) * xp.sum(y * y, axis=-1))
             Hinv.update(s, y, ok & (sy > 1e-12 * norms))
             stalled = active & ~ok
-            resets = xp.where(stalled, resets + 1, xp.where(ok, 0, resets))
+            self.resets = xp.where(stalled, self.resets + 1, xp.where(ok, 0, self.resets))
             if bool(xp.any(stalled)):
                 Hinv.reset(stalled)
-        okf = ok & xp.isfinite(f_new) & xp.all(xp.isfinite(g_new), axis=-1)
-        bad = active & ~(xp.isfinite(f_new) & xp.all(xp.isfinite(g_new), axis=-1))
-        z = xp.where(okf[:, None], z_new, z)
-        f = xp.where(okf, f_new, f)
-        g = xp.where(okf[:, None], g_new, g)
-        plan = _Objective.merge_aux(xp, okf, plan_new, plan)
-        status = xp.where(bad, int(Status.NUMERICAL_ERROR), status)
-        nfev = obj.nfev
-        if records is not None:
-            records.append({"nit": it, "fun": _host_list(-f), "residual": _host_list(residual(g)),
-                            "elapsed": time.perf_counter() - t_start})
+        finite = xp.isfinite(f_new) & xp.all(xp.isfinite(g_new), axis=-1)
+        okf = ok & finite
+        self.z = z = xp.where(okf[:, None], z_new, z)
+        self.f = f = xp.where(okf, f_new, f)
+        self.g = g = xp.where(okf[:, None], g_new, g)
+        self.plan = _Objective.merge_aux(xp, okf, plan_new, self.plan)
+        self.status = xp.where(active & ~finite, int(Status.NUMERICAL_ERROR), self.status)
+        self.nfev = obj.nfev
+        if self.records is not None:
+            self.records.append({"nit": it, "fun": _host_list(-f), "residual": _host_list(self.residual(g)),
+                                 "elapsed": time.perf_counter() - self.t_start})
         if opts.callback is not None:
-            info = IterInfo(nit=it, fun=_scalar_or(-f), x=z if B > 1 else z[0],
-                            residual=_scalar_or(residual(g)), elapsed=time.perf_counter() - t_start)
+            info = IterInfo(nit=it, fun=_scalar_or(-f), x=z if self.B > 1 else z[0],
+                            residual=_scalar_or(self.residual(g)),
+                            elapsed=time.perf_counter() - self.t_start)
             if call_callback(opts.callback, info):
-                status = xp.where(status == _RUNNING, int(Status.CALLBACK_STOP), status)
-                break
-        if it % check_every and it < max_iter:
-            continue
-        r = residual(g)
-        conv = (status == _RUNNING) & (r <= tol)
-        status = xp.where(conv, int(Status.CONVERGED), status)
-        f_window.append(f)
-        if len(f_window) > max(1, 50 // check_every) + 1:
-            f_window.pop(0)
-        if method == "adam":
-            continue
+                return self._stop_all(Status.CALLBACK_STOP)
+        if it % self.check_every and it < self.max_iter:
+            return
+        self._check()
+        self._update_finished()
+
+    def _check(self):
+        """Stopping tests, polish, certificates and restarts (every ``check_every`` iterations)."""
+        xp, opts, P = self.xp, self.opts, self.P
+        f, g, it, B = self.f, self.g, self.it, self.B
+        r = self.residual(g)
+        self.status = xp.where((self.status == _RUNNING) & (r <= self.tol), int(Status.CONVERGED),
+                               self.status)
+        fw = self.f_window
+        fw.append(f)
+        if len(fw) > max(1, 50 // self.check_every) + 1:
+            fw.pop(0)
+        if self.method == "adam":
+            return
         # the paper presets stop on the gradient norm; reported as STALLED unless the residual holds
         if opts.preset == "jaxopt":
             gn = xp.sqrt(xp.sum(g * g, axis=-1))
-            status = xp.where((status == _RUNNING) & (gn <= 1e-3), int(Status.STALLED), status)
-        running = _host_bool(status == _RUNNING)
+            self.status = xp.where((self.status == _RUNNING) & (gn <= 1e-3), int(Status.STALLED),
+                                   self.status)
+        running = _host_bool(self.status == _RUNNING)
         if not any(running):
-            break
+            return
         r_h = _host_list(r)
         no_progress = _host_bool(
-            (f_window[0] - f <= 1e-13 * xp.maximum(xp.abs(f), 1.0)) & (len(f_window) > 50 // check_every))
-        no_progress = [p and it - np_since[i] >= 50 for i, p in enumerate(no_progress)]
-        hard_stall = _host_bool(resets >= 3)
+            (fw[0] - f <= 1e-13 * xp.maximum(xp.abs(f), 1.0)) & (len(fw) > 50 // self.check_every))
+        no_progress = [p and it - self.np_since[i] >= 50 for i, p in enumerate(no_progress)]
+        hard_stall = _host_bool(self.resets >= 3)
+        status = self.status
         for i in range(B):
             if not running[i]:
                 continue
             # polish in the smooth regime; retried once the residual has dropped 10x since the
             # last attempt, because an early attempt can meet a support that has not settled
-            if (opts.polish and formulation == "semi-dual" and r_h[i] <= min(1e-3, 0.1 * polished[i])):
-                polished[i] = r_h[i]
-                sub = obj.instance(i)
-                zi, fi, gi, pi, conv_i = _ssn_polish(sub, z[i:i + 1], f[i:i + 1], g[i:i + 1], tol,
-                                                     mass[i:i + 1], xp)
-                z[i] = zi[0]
+            if (opts.polish and self.formulation == "semi-dual"
+                    and r_h[i] <= min(1e-3, 0.1 * self.polished[i])):
+                self.polished[i] = r_h[i]
+                sub = self.obj.instance(i)
+                zi, fi, gi, pi, conv_i = _ssn_polish(sub, self.z[i:i + 1], f[i:i + 1], g[i:i + 1],
+                                                     self.tol, self.mass[i:i + 1], xp)
+                self.z[i] = zi[0]
                 f[i] = fi[0]
                 g[i] = gi[0]
-                plan = (_set_row(xp, plan[0], i, pi[0][0]), _set_row(xp, plan[1], i, pi[1][0]))
+                self.plan = (_set_row(xp, self.plan[0], i, pi[0][0]),
+                             _set_row(xp, self.plan[1], i, pi[1][0]))
                 if conv_i:
                     status[i] = int(Status.CONVERGED)
                     continue
             # periodic attempts (ot.md §3.5: every 200 iterations) cost an LP over the tied
             # entries, seconds at n = 5000: space them out in proportion to the problem size
-            period = 200 * max(1, (m_rows * n_cols) // 4_000_000)
-            trigger = no_progress[i] or hard_stall[i] or (it % period == 0 and r_h[i] > tol)
-            if certify and trigger and formulation == "semi-dual":
-                cert = _try_certify(P, z[i], i, k, opts.reg, max(tol, opts.certify_tol))
+            period = 200 * max(1, (P["m"] * P["n"]) // 4_000_000)
+            trigger = no_progress[i] or hard_stall[i] or (it % period == 0 and r_h[i] > self.tol)
+            if self.certify and trigger and self.formulation == "semi-dual":
+                cert = _try_certify(P, self.z[i], i, self.k, opts.reg, max(self.tol, opts.certify_tol))
                 if cert is not None:
-                    certificates[i] = cert
+                    self.certificates[i] = cert
                     status[i] = int(Status.CONVERGED)
                     continue
-            if no_progress[i] and np_resets[i] < 3 and not hard_stall[i]:
+            if no_progress[i] and self.np_resets[i] < 3 and not hard_stall[i]:
                 # a stale inverse Hessian is the usual cause: restart it before giving up
-                np_resets[i] += 1
-                mask = xp.zeros((B,), dtype=xp.bool, device=dev)
+                self.np_resets[i] += 1
+                mask = xp.zeros((B,), dtype=xp.bool, device=self.dev)
                 mask[i] = True
-                Hinv.reset(mask)
-                np_since[i] = it
+                self.Hinv.reset(mask)
+                self.np_since[i] = it
                 continue
             if no_progress[i] or hard_stall[i]:
                 status[i] = int(Status.STALLED)
-                message_extra[i] = ("line-search stall" if hard_stall[i] else
-                                    "no decrease over 50 iterations after 3 restarts")
-    return dict(z=z, f=f, g=g, plan=plan, status=status, nit=it, nfev=nfev, records=records,
-                certificates=certificates, obj=obj, formulation=formulation,
-                message_extra=message_extra, xp=xp)
+                self.message_extra[i] = ("line-search stall" if hard_stall[i] else
+                                         "no decrease over 50 iterations after 3 restarts")
+
+    def output(self):
+        return dict(z=self.z, f=self.f, g=self.g, plan=self.plan, status=self.status, nit=self.it,
+                    nfev=self.nfev, records=self.records, certificates=self.certificates,
+                    obj=self.obj, formulation=self.formulation,
+                    message_extra=self.message_extra, xp=self.xp)
 
 
 def _set_row(xp, arr, i, row):

@@ -309,3 +309,22 @@ def test_dense_plan_too_large_raises_before_solving(monkeypatch):
         sparse_ot(a, b, C, max_nz=2)
     res = sparse_ot(a, b, C, max_nz=2, plan_format="ksparse", method="bfgs")
     assert res.plan.values.shape == (50, 2)
+
+
+def test_solver_init_step_result_equals_run():
+    from optkit.ot import SparseOTSolver
+
+    a, b, C = rand_problem(6, 9, 11)
+    solver = SparseOTSolver(max_nz=3, reg=0.5, method="bfgs")
+    state = solver.init(a, b, C)
+    steps = 0
+    while not state.finished:
+        state = solver.step(state)
+        steps += 1
+    res = solver.result(state)
+    ref = solver.run(a, b, C)
+    assert res.nit == ref.nit == state.it and steps >= res.nit
+    np.testing.assert_allclose(res.fun, ref.fun, rtol=1e-14)
+    # warm start from the final iterate: nothing left to do
+    warm = solver.run(a, b, C, x0=state.z[0])
+    assert warm.nit <= 1 and warm.status == ref.status
