@@ -153,7 +153,8 @@ class Options:
         rows = ["| option | default | meaning |", "|---|---|---|"]
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append(f"| `{f.name}` | `{default!r}` | {f.metadata.get('doc', '')} |")
+            doc = f.metadata.get("doc", "").replace("|", "\\|")  # keep markdown cells intact
+            rows.append(f"| `{f.name}` | `{default!r}` | {doc} |")
         return "\n".join(rows)
 
 

@@ -65,6 +65,9 @@ class SparseOTOptions(Options):
     certify_tol: float = option(1e-6, kind="float", low=0.0, low_open=True,
                                 doc="row residual / mass and relative gap a kink certificate must reach "
                                     "(floating-point noise in alpha leaves ~1e-7 on hard kinks)")
+    stall_rtol: float = option(1e-10, kind="float", low=0.0,
+                               doc="relative decrease per 50 iterations, sustained over 500, below "
+                                   "which a run ends STALLED (after a certificate attempt)")
     preset: str | None = option(None, kind="choice", choices=(None, "jaxopt", "pot"), allow_none=True,
                                 doc="paper-faithful reproduction settings")
     plan_format: str = option("dense", kind="choice", choices=("dense", "ksparse"), doc="plan output")
@@ -373,7 +376,7 @@ class SparseOTSolver:
 def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dual", method="auto",
               tol=None, max_iter=None, time_limit=None, history=50, dense_max=10_000,
               screening="auto", adaptive_step=True, polish=True,
-              certify="auto", certify_tol=1e-6, preset=None, plan_format="dense", check_every=None, x0=None,
+              certify="auto", certify_tol=1e-6, stall_rtol=1e-10, preset=None, plan_format="dense", check_every=None, x0=None,
               callback=None, record_history=False, verbose=0, device=None, dtype=None, lr=1e-2
               ) -> SparseOTResult:
     r"""Optimal transport with at most ``max_nz`` nonzeros per column of the plan.
@@ -429,6 +432,10 @@ def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dua
     certify_tol : float, default 1e-6
         A certificate is accepted when the relaxed plan's row residual / mass and the relative
         duality gap are both <= max(tol, certify_tol).
+    stall_rtol : float, default 1e-10
+        A run whose objective improves by less than ``10 stall_rtol |f|`` over 500 iterations
+        tries the kink certificate, then ends STALLED: at kinks nonsmooth BFGS keeps creeping, and
+        by then the value is typically within ~1e-9 of the optimum (0 disables the test).
     preset : {None, "jaxopt", "pot"}
         Paper-faithful reproductions: ``jaxopt`` = L-BFGS history 10 stopped at ||grad||_2 <= 1e-3
         after at most 500 iterations; ``pot`` = scipy L-BFGS-B on the dual, 500 iterations.
@@ -484,7 +491,7 @@ def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dua
         reg=reg, axis=axis, formulation=formulation, method=method, tol=tol, max_iter=max_iter,
         time_limit=time_limit, history=history, dense_max=dense_max, screening=screening,
         adaptive_step=adaptive_step, polish=polish, certify=certify,
-        certify_tol=certify_tol, preset=preset, plan_format=plan_format, check_every=check_every, callback=callback,
+        certify_tol=certify_tol, stall_rtol=stall_rtol, preset=preset, plan_format=plan_format, check_every=check_every, callback=callback,
         record_history=record_history, verbose=verbose, lr=lr)
     return _solve(a, b, C, max_nz, opts, x0=x0, device=device, dtype=dtype)
 
@@ -512,14 +519,16 @@ def _setup(a, b, C, max_nz, opts: SparseOTOptions, device, dtype):
     elif opts.preset == "pot":
         method = "pot"
     elif method == "auto":
-        if k_eff == 1 and not be.is_torch and m * n <= 250_000:
+        if k_eff == 1 and not be.is_torch and m * n <= _lp_auto_max():
             method = "lp"
         else:
             method = "bfgs" if m <= opts.dense_max else "lbfgs"
     if method == "ssn":
         method = "bfgs"
-    if be.is_torch and method in ("lp",):
+    if method == "lp" and be.is_torch:
         raise InvalidProblemError("method: 'lp' runs on numpy inputs only")
+    if method == "lp" and k_eff != 1:
+        raise InvalidProblemError(f"method: 'lp' solves the k = 1 case exactly; got max_nz = {k}")
     P["method"] = method
     P["formulation"] = "dual" if method == "pot" else opts.formulation
     return P
@@ -660,6 +669,7 @@ class _IterativeRun:
         self.resets = xp.zeros((B,), dtype=xp.int64, device=dev)
         self.t_prev = xp.ones((B,), dtype=z.dtype, device=dev)
         self.f_window = [self.f]
+        self.f_slow = [self.f]
         self.records = [] if opts.record_history else None
         self.certificates = [None] * B
         self.polished = [float("inf")] * B  # residual at the last polish attempt
@@ -767,6 +777,9 @@ class _IterativeRun:
         fw.append(f)
         if len(fw) > max(1, 50 // self.check_every) + 1:
             fw.pop(0)
+        self.f_slow.append(f)
+        if len(self.f_slow) > max(1, 500 // self.check_every) + 1:
+            self.f_slow.pop(0)
         if self.method == "adam":
             return
         # the paper presets stop on the gradient norm; reported as STALLED unless the residual holds
@@ -780,6 +793,9 @@ class _IterativeRun:
         r_h = _host_list(r)
         no_progress = _host_bool(
             (fw[0] - f <= 1e-13 * xp.maximum(xp.abs(f), 1.0)) & (len(fw) > 50 // self.check_every))
+        # slow creep at a kink: less than stall_rtol |f| per 50 iterations, sustained over 500
+        slow = _host_bool((self.f_slow[0] - f <= 10 * opts.stall_rtol * xp.abs(f))
+                          & (len(self.f_slow) > 500 // self.check_every))
         no_progress = [p and it - self.np_since[i] >= 50 for i, p in enumerate(no_progress)]
         hard_stall = _host_bool(self.resets >= 3)
         status = self.status
@@ -805,7 +821,8 @@ class _IterativeRun:
             # periodic attempts (ot.md §3.5: every 200 iterations) cost an LP over the tied
             # entries, seconds at n = 5000: space them out in proportion to the problem size
             period = 200 * max(1, (P["m"] * P["n"]) // 4_000_000)
-            trigger = no_progress[i] or hard_stall[i] or (it % period == 0 and r_h[i] > self.tol)
+            trigger = (no_progress[i] or hard_stall[i] or slow[i]
+                       or (it % period == 0 and r_h[i] > self.tol))
             if self.certify and trigger and self.formulation == "semi-dual":
                 cert = _try_certify(P, self.z[i], i, self.k, opts.reg, max(self.tol, opts.certify_tol))
                 if cert is not None:
@@ -820,10 +837,12 @@ class _IterativeRun:
                 self.Hinv.reset(mask)
                 self.np_since[i] = it
                 continue
-            if no_progress[i] or hard_stall[i]:
+            if no_progress[i] or hard_stall[i] or slow[i]:
                 status[i] = int(Status.STALLED)
-                self.message_extra[i] = ("line-search stall" if hard_stall[i] else
-                                         "no decrease over 50 iterations after 3 restarts")
+                self.message_extra[i] = (
+                    "line-search stall" if hard_stall[i] else
+                    "no decrease over 50 iterations after 3 restarts" if no_progress[i] else
+                    f"relative progress below stall_rtol = {opts.stall_rtol:g} per 50 iterations")
 
     def output(self):
         return dict(z=self.z, f=self.f, g=self.g, plan=self.plan, status=self.status, nit=self.it,
@@ -938,31 +957,66 @@ def _solve_sym(matvec, rhs, xp):
 # k = 1 exact LP path and the POT-style L-BFGS-B preset
 
 
-def _solve_lp(P, k, opts):
+def _has_pot():
+    import importlib.util
+
+    return importlib.util.find_spec("ot") is not None
+
+
+def _lp_auto_max():
+    """Largest m n for which ``method="auto"`` takes the exact LP path at k = 1.
+
+    POT's network simplex (C++, when the optional ``pot`` package is installed) solves n = 5000 in
+    seconds; HiGHS on the dense transport LP took 255 s at n = 1000, so without POT the path is
+    kept to small problems.
+    """
+    return 25_000_000 if _has_pot() else 40_000
+
+
+def transport_lp(a, b, C):
+    """Exact transport LP: (plan, row potentials alpha, cost, engine) or None on failure.
+
+    Uses POT's network simplex when POT is installed, else HiGHS (``scipy.optimize.linprog``).
+    """
+    if _has_pot():
+        import ot
+
+        a, b, C = (np.ascontiguousarray(v, dtype=np.float64) for v in (a, b, C))
+        T, log = ot.emd(a, b, C, numItermax=100_000_000, log=True)
+        if log.get("warning") is None and log.get("result_code", 1) == 1:
+            return T, np.asarray(log["u"], dtype=float), float(log["cost"]), "network simplex (POT)"
     from scipy.optimize import linprog
     from scipy.sparse import coo_matrix
 
+    m, n = C.shape
+    rows = np.repeat(np.arange(m), n)
+    cols = np.tile(np.arange(n), m)
+    A = coo_matrix((np.ones(2 * m * n), (np.concatenate([rows, m + cols]),
+                                          np.concatenate([np.arange(m * n)] * 2))),
+                   shape=(m + n, m * n)).tocsr()
+    res = linprog(C.ravel(), A_eq=A, b_eq=np.concatenate([a, b]), bounds=(0, None), method="highs")
+    if res.status != 0:
+        return None
+    return res.x.reshape(m, n), res.eqlin.marginals[:m].copy(), float(res.fun), "HiGHS"
+
+
+def _solve_lp(P, k, opts):
     B, m, n = P["B"], P["m"], P["n"]
-    zs, fs, plans_idx, plans_val, relaxed, statuses = [], [], [], [], [], []
+    zs, fs, plans_idx, plans_val, relaxed, statuses, engines = [], [], [], [], [], [], []
     for i in range(B):
         a, b, C = P["a"][i], P["b"][i], P["C"][i]
-        rows = np.repeat(np.arange(m), n)
-        cols = np.tile(np.arange(n), m)
-        A = coo_matrix((np.ones(2 * m * n), (np.concatenate([rows, m + cols]),
-                                              np.concatenate([np.arange(m * n)] * 2))),
-                       shape=(m + n, m * n)).tocsr()
-        rhs = np.concatenate([a, b])
-        res = linprog(C.ravel(), A_eq=A, b_eq=rhs, bounds=(0, None), method="highs")
-        if res.status != 0:
+        sol = transport_lp(a, b, C)
+        if sol is None:
             statuses.append(int(Status.ERROR))
             zs.append(np.zeros(m)); fs.append(np.nan)
             plans_idx.append(np.zeros((n, 1), dtype=np.int64)); plans_val.append(np.zeros((n, 1)))
             relaxed.append(np.zeros((m, n)))
+            engines.append("transport LP failed")
             continue
-        T = res.x.reshape(m, n)
-        alpha = res.eqlin.marginals[:m].copy()
+        T, alpha, cost, engine = sol
+        engines.append(f"exact transport LP, {engine}")
         alpha -= alpha.mean()
-        value = float(res.fun) + 0.5 * opts.reg * float(b @ b)
+        value = cost + 0.5 * opts.reg * float(b @ b)
         rows_best = np.argmax(T, axis=0)
         zs.append(alpha)
         fs.append(value)
@@ -973,7 +1027,7 @@ def _solve_lp(P, k, opts):
     return dict(z=np.stack(zs), f=-np.array(fs), g=None, plan=(np.stack(plans_idx), np.stack(plans_val)),
                 status=np.array(statuses), nit=1, nfev=0, records=None, certificates=[None] * B,
                 relaxed=np.stack(relaxed), obj=None, formulation="semi-dual",
-                message_extra=["exact transport LP (HiGHS)"] * B, xp=None)
+                message_extra=engines, xp=None)
 
 
 def _solve_pot(P, obj, opts, tol, x0):
@@ -1112,8 +1166,10 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
         if out["message_extra"][i]:
             msg += f" ({out['message_extra'][i]})"
         if st == Status.CONVERGED and regimes[i] == "kink" and method != "lp":
-            msg = (f"converged at a certified kink (tie tolerance {tie_tols[i]:.0e}): the k-sparse plan "
-                   f"has row residual {r_row_h[i]:.2e} by nature; relaxed_plan is the optimal plan")
+            msg = f"converged at a certified kink (tie tolerance {tie_tols[i]:.0e})"
+            if r_row_h[i] > tol:
+                msg += (f": the k-sparse plan has row residual {r_row_h[i]:.2e} by nature; "
+                        "relaxed_plan is the optimal plan")
         elif st == Status.STALLED:
             msg += (f"; row residual {r_row_h[i]:.2e}. For small max_nz the k-sparse plan is "
                     "infeasible by nature at the optimum (a kink); fun is a valid lower bound")

@@ -328,3 +328,25 @@ def test_solver_init_step_result_equals_run():
     # warm start from the final iterate: nothing left to do
     warm = solver.run(a, b, C, x0=state.z[0])
     assert warm.nit <= 1 and warm.status == ref.status
+
+
+def test_lp_method_only_for_k1_and_engine_matches_highs():
+    a, b, C = rand_problem(12, 15, 18)
+    with pytest.raises(InvalidProblemError, match="method: 'lp' solves the k = 1 case"):
+        sparse_ot(a, b, C, max_nz=2, method="lp")
+    from optkit.ot.sparse_ot import transport_lp as solver_lp
+
+    T, alpha, cost, engine = solver_lp(a, b, C)  # POT's network simplex when installed
+    ref_cost, _ = transport_lp(a, b, C)  # HiGHS, this file's reference
+    np.testing.assert_allclose(cost, ref_cost, rtol=1e-12)
+    np.testing.assert_allclose(T.sum(1), a, atol=1e-12)
+    # complementary slackness: alpha_i + beta_j = c_ij on the support for some beta
+    res = sparse_ot(a, b, C, max_nz=1, reg=0.5, method="lp")
+    np.testing.assert_allclose(res.fun, ref_cost + 0.25 * b @ b, rtol=1e-12)
+
+
+def test_slow_creep_ends_stalled_with_accurate_value(inst120):
+    a, b, C = inst120
+    res = sparse_ot(a, b, C, max_nz=2, reg=10 / 160, method="bfgs", certify=False)
+    assert res.status == Status.STALLED and not res.success
+    np.testing.assert_allclose(res.fun, 0.1120935567, rtol=1e-8)
