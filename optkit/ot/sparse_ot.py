@@ -56,7 +56,7 @@ class SparseOTOptions(Options):
     dense_max: int = option(10_000, kind="int", low=0, doc="largest m for dense BFGS")
     screening: Any = option("auto", kind="choice", choices=("auto", True, False),
                             doc="exact evaluation on a few candidate rows per column, refreshed by a "
-                                "safe margin test (auto: semi-dual with m >= 4 (2k + 7))")
+                                "safe margin test (auto: semi-dual, L = max(2k + 3, 7) rows, m >= 4 (L + 1))")
     adaptive_step: bool = option(True, kind="bool",
                                  doc="start each line search at twice the last accepted step (<= 1)")
     polish: bool = option(True, kind="bool", doc="semismooth-Newton polish in the smooth regime")
