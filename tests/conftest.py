@@ -48,6 +48,14 @@ def asarray(backend):
     return conv
 
 
+def as_backend(x, backend, dtype=None):
+    """numpy float64 array, or a CPU torch tensor (float64 unless ``dtype``)."""
+    x = np.asarray(x, dtype=np.float64)
+    if backend == "numpy":
+        return x
+    return torch.tensor(x, dtype=dtype or torch.float64)
+
+
 def to_np(x):
     if torch is not None and isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()

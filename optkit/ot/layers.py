@@ -606,30 +606,28 @@ def _make_cfg(kind, max_nz, reg, strict, opts, batched, stash):
                    batched=batched, stash=stash if stash is not None else {})
 
 
-def _plan_core(C, a, b, max_nz, reg, diff_mode, strict, opts, stash=None):
+def _core(kind, C, a, b, max_nz, reg, diff_mode, strict, opts, stash=None):
+    """Shared body of the plan and value layers: batching, diff_mode dispatch, un-batching."""
     C3, a2, b2, batched = _inputs(C, a, b)
-    cfg = _make_cfg("plan", max_nz, reg, strict, opts, batched, stash)
+    cfg = _make_cfg(kind, max_nz, reg, strict, opts, batched, stash)
+    fn = _PlanFn if kind == "plan" else _ValueFn
     if diff_mode == "unroll":
-        _, plan = _adam_unroll(C3, a2, b2, cfg)
+        val, plan = _adam_unroll(C3, a2, b2, cfg)
+        out = plan if kind == "plan" else val
     elif diff_mode == "none":
         with torch.no_grad():
-            plan = _PlanFn.apply(C3.detach(), a2.detach(), b2.detach(), cfg)[0]
+            out = fn.apply(C3.detach(), a2.detach(), b2.detach(), cfg)[0]
     else:
-        plan = _PlanFn.apply(C3, a2, b2, cfg)[0]
-    return plan if batched else plan[0]
+        out = fn.apply(C3, a2, b2, cfg)[0]
+    return out if batched else out[0]
+
+
+def _plan_core(C, a, b, max_nz, reg, diff_mode, strict, opts, stash=None):
+    return _core("plan", C, a, b, max_nz, reg, diff_mode, strict, opts, stash)
 
 
 def _value_core(C, a, b, max_nz, reg, diff_mode, strict, opts, stash=None):
-    C3, a2, b2, batched = _inputs(C, a, b)
-    cfg = _make_cfg("value", max_nz, reg, strict, opts, batched, stash)
-    if diff_mode == "unroll":
-        val, _ = _adam_unroll(C3, a2, b2, cfg)
-    elif diff_mode == "none":
-        with torch.no_grad():
-            val = _ValueFn.apply(C3.detach(), a2.detach(), b2.detach(), cfg)[0]
-    else:
-        val = _ValueFn.apply(C3, a2, b2, cfg)[0]
-    return val if batched else val[0]
+    return _core("value", C, a, b, max_nz, reg, diff_mode, strict, opts, stash)
 
 
 def _transpose_inputs(C, a, b, axis):

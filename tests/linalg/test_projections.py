@@ -15,18 +15,11 @@ from optkit.linalg.projections import _topk_desc
 
 torch = pytest.importorskip("torch")
 
+from conftest import as_backend, to_np  # noqa: E402
+
 BACKENDS = ["numpy", "torch"]
 
 
-def as_backend(x, backend, dtype=None):
-    x = np.asarray(x, dtype=np.float64)
-    if backend == "numpy":
-        return x
-    return torch.tensor(x, dtype=dtype or torch.float64)
-
-
-def to_np(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def brute_sparse_simplex(v, k, z):
