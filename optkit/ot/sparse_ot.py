@@ -138,6 +138,7 @@ class SparseOTResult(Result):
 
 def _prepare(a, b, C, max_nz, opts: SparseOTOptions, device, dtype):
     """Validate and convert inputs; return a dict describing the (column-sparse) problem."""
+    half = None
     if C is None:
         raise InvalidProblemError("C: the cost matrix is required")
     be = infer_backend(a, b, C, names=["a", "b", "C"], device=device, dtype=dtype)
@@ -147,7 +148,8 @@ def _prepare(a, b, C, max_nz, opts: SparseOTOptions, device, dtype):
             if is_torch(v) and not (v.is_floating_point()):
                 raise InvalidProblemError(
                     f"{name}: integer/bool tensors are not accepted (got {v.dtype}); pass floats")
-        if be.dtype in (torch.float16, torch.bfloat16):
+        half = be.dtype if be.dtype in (torch.float16, torch.bfloat16) else None
+        if half is not None:
             # half precision: compute in float32 (ot.md §9) and cast the outputs back
             be = dataclasses.replace(be, dtype=torch.float32)
     Cx = to_backend(C, be, "C")
@@ -199,7 +201,8 @@ def _prepare(a, b, C, max_nz, opts: SparseOTOptions, device, dtype):
             "instance (call per instance)")
     k = check_integer(max_nz, "max_nz", low=1)
     return dict(be=be, C=Cx, a=ax, b=bx, k=k, m=m, n=n, B=B, batched=batched, mass=sa,
-                zero_rows=zero_rows, zero_cols=zero_cols)
+                zero_rows=zero_rows, zero_cols=zero_cols,
+                out_dtype=half if be.is_torch else None)
 
 
 def _transpose(C):
@@ -1208,7 +1211,26 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
     res.device = be.device_str
     res.dtype = be.dtype_str
     res.options = opts
+    if P.get("out_dtype") is not None:
+        _cast_result(res, P["out_dtype"])
     return res
+
+
+def _cast_result(res, dtype):
+    """Half-precision inputs: the solve ran in float32; hand back the caller's dtype."""
+    def cast(v):
+        if is_torch(v) and v.is_floating_point():
+            return v.to(dtype)
+        if isinstance(v, KSparsePlan):
+            return KSparsePlan(v.indices, v.values.to(dtype), v.shape, axis=v.axis)
+        if isinstance(v, (list, tuple)):
+            return type(v)(cast(x) for x in v)
+        return v
+
+    for name in ("x", "fun", "potentials", "plan", "relaxed_plan", "primal_cost", "reg_value"):
+        setattr(res, name, cast(getattr(res, name)))
+    res.dtype = str(dtype).replace("torch.", "")
+    res.extra["computed_in"] = "float32"
 
 
 def _worst(codes):

@@ -350,3 +350,13 @@ def test_slow_creep_ends_stalled_with_accurate_value(inst120):
     res = sparse_ot(a, b, C, max_nz=2, reg=10 / 160, method="bfgs", certify=False)
     assert res.status == Status.STALLED and not res.success
     np.testing.assert_allclose(res.fun, 0.1120935567, rtol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_computed_in_float32_returned_in_input_dtype(dtype):
+    C = torch.tensor(np.random.RandomState(2).rand(6, 7)).to(dtype)
+    res = sparse_ot(None, None, C, max_nz=3, reg=1.0)
+    ref = sparse_ot(None, None, C.float(), max_nz=3, reg=1.0)
+    assert res.plan.dtype == dtype and res.x.dtype == dtype and res.dtype == str(dtype)[6:]
+    assert res.extra["computed_in"] == "float32"
+    torch.testing.assert_close(res.plan.float(), ref.plan.to(dtype).float())
