@@ -24,7 +24,7 @@ EXIT_OK, EXIT_CHECK, EXIT_INPUT, EXIT_DEPENDENCY, EXIT_SERVICE = 0, 1, 2, 3, 4
 BENCHMARKS = {mod: f"optkit.bench.{mod}" for mod in MODULES
               if importlib.util.find_spec(f"optkit.bench.{mod}") is not None}
 
-OPTIONAL = ("torch", "cvxpy", "pyomo", "highspy", "ot", "matplotlib", "tqdm", "networkx",
+OPTIONAL = ("numpy", "scipy", "torch", "cvxpy", "pyomo", "highspy", "ot", "matplotlib", "tqdm", "networkx",
             "pydantic", "cyipopt", "hypothesis", "pytest")
 
 
