@@ -381,3 +381,34 @@ def test_moe_emulation_reproduces_spec_7_4(scale, adam_mass, adam_nnz):
     assert conv.success and ((conv.plan > 0).sum(1) <= 2).all()
     mass = conv.plan.sum(0)
     assert 15.4 <= mass.min() and mass.max() <= 16.4  # spec: converged 15.4-16.4 (target 16)
+
+
+def test_one_d_dataset_A_spec_6_5():
+    ot = pytest.importorskip("ot")
+    from optkit.ot.problems import one_d
+
+    a, b, C = one_d("A")
+    np.testing.assert_allclose(ot.emd2(a, b, C), 0.0380419, atol=1e-7)
+    qot = sparse_ot(a, b, C, max_nz=32, reg=1.0)
+    np.testing.assert_allclose(qot.fun, 0.045770, atol=1e-6)
+    np.testing.assert_allclose(sparse_ot(a, b, C, max_nz=32, reg=0.1).fun, 0.039548, atol=1e-6)
+    T_pot = ot.smooth.smooth_ot_semi_dual(a, b, C, 1.0, reg_type="l2", numItermax=10000,
+                                          stopThr=1e-15)
+    np.testing.assert_allclose(qot.plan, T_pot, atol=1e-6)
+    for k, atol in ((10, 1e-9), (31, 1e-12), (8, 1e-6)):
+        res = sparse_ot(a, b, C, max_nz=k, reg=1.0)
+        np.testing.assert_allclose(res.plan, qot.plan, atol=atol)
+
+
+@pytest.mark.parametrize("method", ["auto", "bfgs"])
+def test_permutation_case_spec_6_6(method):
+    rs = np.random.RandomState(5)
+    xs, xt = rs.randn(150, 2), rs.randn(150, 2) + (2, 1)
+    C = ((xs[:, None] - xt[None]) ** 2).sum(-1)
+    C /= C.max()
+    a = np.full(150, 1 / 150)
+    res = sparse_ot(a, a, C, max_nz=1, reg=1 / 150, method=method)
+    assert res.success
+    np.testing.assert_allclose(res.fun, 0.1085204733, rtol=1e-9)
+    np.testing.assert_allclose(res.fun - 0.5 / 150 * (a @ a), 0.1084982511, rtol=1e-9)
+    assert res.marginal_residual[0] < 1e-12 and (res.plan > 0).sum() == 150  # a permutation
