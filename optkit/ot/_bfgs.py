@@ -43,7 +43,6 @@ def weak_wolfe(xp, fun: Callable, z, f0, g0, d, active, merge_aux: Callable, t0=
     An instance accepts the first trial meeting both the Armijo and the weak curvature condition;
     failing that after ``MAX_TRIALS`` trials, the best decreasing trial; else it reports no step.
     """
-    B = z.shape[0]
     dphi0 = xp.sum(g0 * d, axis=-1)
     t = xp.ones_like(f0) if t0 is None else t0 * 1.0
     lo = xp.zeros_like(f0)
@@ -93,7 +92,6 @@ def weak_wolfe(xp, fun: Callable, z, f0, g0, d, active, merge_aux: Callable, t0=
     g_out = _take(xp, accepted, acc_g, _take(xp, fallback, best_g, g0))
     aux_out = merge_aux(fallback & ~accepted, best_aux, acc_aux)
     ok = active & (accepted | fallback)
-    del B
     return LineSearchResult(t_out, f_out, g_out, aux_out, ok, nfev)
 
 

@@ -66,7 +66,6 @@ class ScreenedSemiDual:
         self.full_refreshes += 1
 
     def _refresh_columns(self, z, bad, drift):
-        xp = self.xp
         if is_torch(bad):
             bi, ji = get_torch().nonzero(bad, as_tuple=True)
         else:
@@ -78,7 +77,6 @@ class ScreenedSemiDual:
         # stored relative to alpha_ref (triangle inequality): valid while 2|alpha - ref| < margin
         self.margin[bi, ji] = margin - 2.0 * drift[bi]
         self.column_refreshes += int(bi.shape[0])
-        del xp
 
     # -- evaluation --------------------------------------------------------------------------
     def __call__(self, z):
