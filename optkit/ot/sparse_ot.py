@@ -441,7 +441,7 @@ def sparse_ot(a, b, C, *, max_nz, reg=1.0, axis="columns", formulation="semi-dua
         by then the value is typically within ~1e-9 of the optimum (0 disables the test).
     preset : {None, "jaxopt", "pot"}
         Paper-faithful reproductions: ``jaxopt`` = L-BFGS history 10 stopped at ||grad||_2 <= 1e-3
-        after at most 500 iterations; ``pot`` = scipy L-BFGS-B on the dual, 500 iterations.
+        after at most 500 iterations (with optkit's weak-Wolfe line search, not jaxopt's zoom); ``pot`` = scipy L-BFGS-B on the dual, 500 iterations.
         Statuses stay honest (a gradient-norm stop is reported as STALLED unless the residual test
         holds).
     plan_format : {"dense", "ksparse"}, default "dense"
