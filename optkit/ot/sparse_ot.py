@@ -27,7 +27,7 @@ from .._result import Result, Status
 from ..callbacks import IterInfo, call_callback
 from . import _kernels
 from ._bfgs import DenseInverseHessian, LimitedInverseHessian, weak_wolfe
-from ._screening import ScreenedSemiDual, default_candidates
+from ._screening import ScreenedSemiDual, _gather_last, _gather_rows, default_candidates
 
 __all__ = ["sparse_ot", "SparseOTResult", "SparseOTOptions", "SparseOTSolver", "KSparsePlan"]
 
@@ -882,29 +882,12 @@ def _support_matvec(xp, idx, val, reg):
     safe = xp.where(cnt > 0, cnt, 1.0)
 
     def matvec(v):
-        vs = _gather_rows(xp, v, idx)  # (B, n, k)
+        vs = _gather_rows(v, idx)  # (B, n, k)
         mean = xp.sum(xp.where(mask, vs, 0.0), axis=-1) / safe
         contrib = xp.where(mask, vs - mean[..., None], 0.0) / reg
-        return _kernels_scatter(xp, idx, contrib, v.shape[-1])
+        return _kernels.plan_row_sums(idx, contrib, v.shape[-1])
 
     return matvec
-
-
-def _gather_rows(xp, v, idx):
-    B, n, k = idx.shape
-    if is_torch(v):
-        return get_torch().gather(v[:, None, :].expand(B, n, v.shape[-1]), 2, idx)
-    return np.take_along_axis(v[:, None, :], idx.reshape(B, 1, n * k), axis=2).reshape(B, n, k)
-
-
-def _kernels_scatter(xp, idx, vals, m):
-    B = idx.shape[0]
-    if is_torch(vals):
-        torch = get_torch()
-        out = torch.zeros((B, m), dtype=vals.dtype, device=vals.device)
-        return out.scatter_add_(1, idx.reshape(B, -1), vals.reshape(B, -1))
-    flat = (idx.reshape(B, -1) + (np.arange(B) * m)[:, None]).ravel()
-    return np.bincount(flat, weights=vals.ravel(), minlength=B * m).reshape(B, m)
 
 
 def _ssn_polish(obj, z, f, g, tol, mass, xp, max_steps=20):
@@ -1096,7 +1079,7 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
     a, b = P["a"], P["b"]
     mass = P["mass"]
     r_row = _sum_last(_abs(T1 - a)) / mass
-    colsum = _kernels_col_sums(val)
+    colsum = val.sum(-1)
     r_col = _sum_last(_abs(colsum - b)) / mass
     if semi:
         beta = _beta_from_semi(alpha, P, idx, val, opts.reg)
@@ -1105,7 +1088,7 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
     value = -f
     Cm = P["C"]
     # costs from the (n, k) plan entries: no dense (m, n) plan is needed for them
-    Cg = _take_idx(_transpose(Cm), idx)
+    Cg = _gather_last(_transpose(Cm), idx)
     primal_cost = _sum_last(_sum_last(val * Cg))
     reg_value = primal_cost + 0.5 * opts.reg * _sum_last(_sum_last(val * val))
     dense_T = _kernels.plan_to_dense(idx, val, m) if opts.plan_format == "dense" or not be.is_torch else None
@@ -1252,24 +1235,14 @@ def _slice_plan(p, i):
     return KSparsePlan(p.indices[i:i + 1], p.values[i:i + 1], (1,) + tuple(p.shape[1:]), axis=p.axis)
 
 
-def _kernels_col_sums(val):
-    return val.sum(-1)
-
-
 def _beta_from_semi(alpha, P, idx, val, reg):
     """beta_j = -lambda_j, lambda_j = x_ij - reg t_ij on supp(t_j) (ot.md §2): averaged over the support."""
     xp = _xp(P["be"])
-    xs = _gather_rows(xp, alpha, idx) - _take_idx(_transpose(P["C"]), idx)  # x_ij on the support
+    xs = _gather_rows(alpha, idx) - _gather_last(_transpose(P["C"]), idx)  # x_ij on the support
     mask = val > 0
     cnt = xp.sum(xp.astype(mask, val.dtype), axis=-1)
     lam = xp.sum(xp.where(mask, xs - reg * val, 0.0), axis=-1) / xp.where(cnt > 0, cnt, 1.0)
     return -lam
-
-
-def _take_idx(x, idx):
-    if is_torch(x):
-        return get_torch().gather(x, 2, idx)
-    return np.take_along_axis(x, idx, axis=2)
 
 
 def _solve_with_zeros(P, opts, x0, t_start, k):
