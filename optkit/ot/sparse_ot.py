@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import check_finite, check_integer, get_torch, infer_backend, is_torch, to_backend
+from .._backend import (
+    check_finite,
+    check_integer,
+    get_torch,
+    infer_backend,
+    is_torch,
+    to_backend,
+    to_numpy,
+)
 from .._errors import InvalidProblemError
 from .._logging import get_logger, verbosity
 from .._options import Options, option
@@ -188,7 +196,7 @@ def _prepare(a, b, C, max_nz, opts: SparseOTOptions, device, dtype):
         raise InvalidProblemError(f"{rows_name}: total mass must be positive")
     diff = _abs(sa - sb)
     if bool((diff > 1e-8 * sa).any()):
-        i = int(np.argmax(np.asarray(_to_host(diff))))
+        i = int(np.argmax(np.asarray(to_numpy(diff))))
         raise InvalidProblemError(
             f"unbalanced marginals: sum({rows_name}) = {float(sa[i]):.12g} but "
             f"sum({cols_name}) = {float(sb[i]):.12g}; sparse OT needs equal masses")
@@ -221,10 +229,6 @@ def _sum_last(v):
 
 def _abs(v):
     return v.abs() if is_torch(v) else np.abs(v)
-
-
-def _to_host(v):
-    return v.detach().cpu().numpy() if is_torch(v) else v
 
 
 def _contiguous(x):
@@ -860,11 +864,11 @@ def _set_row(xp, arr, i, row):
 
 
 def _host_list(v):
-    return [float(x) for x in _to_host(v).reshape(-1)]
+    return [float(x) for x in to_numpy(v).reshape(-1)]
 
 
 def _host_bool(v):
-    return [bool(x) for x in _to_host(v).reshape(-1)]
+    return [bool(x) for x in to_numpy(v).reshape(-1)]
 
 
 def _scalar_or(v):
@@ -1051,10 +1055,10 @@ def _solve_pot(P, obj, opts, tol, x0):
 def _try_certify(P, alpha, i, k, reg, tol):
     from ._certificate import certify_kink
 
-    a = np.asarray(_to_host(P["a"][i]))
-    b = np.asarray(_to_host(P["b"][i]))
-    C = np.asarray(_to_host(P["C"][i]))
-    cert = certify_kink(np.asarray(_to_host(alpha)), a, b, C, k, reg, tol=tol)
+    a = np.asarray(to_numpy(P["a"][i]))
+    b = np.asarray(to_numpy(P["b"][i]))
+    C = np.asarray(to_numpy(P["C"][i]))
+    cert = certify_kink(np.asarray(to_numpy(alpha)), a, b, C, k, reg, tol=tol)
     return cert if cert is not None and cert["accepted"] else None
 
 
@@ -1072,7 +1076,7 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
             # the certificate's k-sparse plan follows the LP mass in tied columns (ot.md §3.5)
             idx[i] = to_backend(cert["plan_indices"], be, "plan", dtype=idx.dtype)
             val[i] = to_backend(cert["plan_values"], be, "plan")
-    status_h = [int(s) for s in _to_host(out["status"]).reshape(-1)]
+    status_h = [int(s) for s in to_numpy(out["status"]).reshape(-1)]
     semi = formulation == "semi-dual"
     alpha = z[..., :m]
     T1 = _kernels.plan_row_sums(idx, val, m)
@@ -1163,14 +1167,14 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
     if not P["batched"]:
         sq = lambda v: v[0] if v is not None else None
         res = SparseOTResult(
-            x=sq(out_alpha), fun=float(_to_host(value)[0]), status=Status(status_h[0]), message=msgs[0],
+            x=sq(out_alpha), fun=float(to_numpy(value)[0]), status=Status(status_h[0]), message=msgs[0],
             nit=out["nit"], nfev=out["nfev"], kkt_residual=_host_list(r_row)[0] if opts.axis == "columns" else _host_list(r_col)[0],
             constraint_violation=max(_host_list(r_row)[0], _host_list(r_col)[0]),
             potentials=(sq(out_alpha), sq(out_beta)), plan=_squeeze_plan(plan_out),
             relaxed_plan=relaxed_out[0], regime=regimes[0],
             marginal_residual=(_host_list(r_row)[0], _host_list(r_col)[0]), duality_gap=gaps[0],
-            primal_cost=float(_to_host(primal_cost)[0]), reg_value=float(_to_host(reg_value)[0]),
-            nnz=int(_to_host(nnz)[0]), statuses=None)
+            primal_cost=float(to_numpy(primal_cost)[0]), reg_value=float(to_numpy(reg_value)[0]),
+            nnz=int(to_numpy(nnz)[0]), statuses=None)
     else:
         res = SparseOTResult(
             x=out_alpha, fun=value, message="; ".join(sorted(set(msgs))) if len(set(status_h)) == 1 else "",
@@ -1183,7 +1187,7 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
             ok = sum(s == 0 for s in status_h)
             res.message = f"{ok}/{B} instances converged; others: " + ", ".join(
                 sorted({Status(s).name for s in status_h if s != 0}))
-    col_nnz_h = _to_host(col_nnz)
+    col_nnz_h = to_numpy(col_nnz)
     res.extra.update(
         col_nnz_max=int(col_nnz_h.max()), col_nnz_mean=float(col_nnz_h.mean()),
         tie_tol=tie_tols[0] if not P["batched"] else tie_tols, max_nz_clamped=clamped,
@@ -1248,7 +1252,7 @@ def _beta_from_semi(alpha, P, idx, val, reg):
 def _solve_with_zeros(P, opts, x0, t_start, k):
     """Drop zero-mass rows/columns, solve, reinsert zeros (potentials of dropped rows by c-transform)."""
     be = P["be"]
-    a, b, C = (np.asarray(_to_host(v[0])) for v in (P["a"], P["b"], P["C"]))
+    a, b, C = (np.asarray(to_numpy(v[0])) for v in (P["a"], P["b"], P["C"]))
     rows = np.flatnonzero(a > 0)
     cols = np.flatnonzero(b > 0)
     sub_a, sub_b, sub_C = a[rows], b[cols], C[np.ix_(rows, cols)]
@@ -1259,13 +1263,13 @@ def _solve_with_zeros(P, opts, x0, t_start, k):
     sub_opts = opts.replace(axis="columns")
     x0_sub = None
     if x0 is not None:
-        x0_sub = np.asarray(_to_host(to_backend(x0, be, "x0")))[rows]
+        x0_sub = np.asarray(to_numpy(to_backend(x0, be, "x0")))[rows]
     res = _solve(sub_a, sub_b, sub_C, k, sub_opts, x0=x0_sub)
     m, n = C.shape
     alpha = np.zeros(m)
     beta = np.zeros(n)
-    al_s = np.asarray(_to_host(res.potentials[0]))
-    be_s = np.asarray(_to_host(res.potentials[1]))
+    al_s = np.asarray(to_numpy(res.potentials[0]))
+    be_s = np.asarray(to_numpy(res.potentials[1]))
     alpha[rows] = al_s
     beta[cols] = be_s
     dropped_rows = np.setdiff1d(np.arange(m), rows)
@@ -1279,7 +1283,7 @@ def _solve_with_zeros(P, opts, x0, t_start, k):
         if T is None:
             return None
         full = np.zeros((m, n))
-        full[np.ix_(rows, cols)] = np.asarray(_to_host(T))
+        full[np.ix_(rows, cols)] = np.asarray(to_numpy(T))
         return full
 
     plan = embed(res.plan if not isinstance(res.plan, KSparsePlan) else res.plan.to_dense())
