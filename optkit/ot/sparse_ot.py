@@ -1105,7 +1105,7 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
         cert = out["certificates"][i]
         if method == "lp":
             relaxed[i] = out["relaxed"][i]
-            regimes[i] = "kink" if k == 1 and _host_list(r_row)[i] > tol else "smooth"
+            regimes[i] = "kink" if k == 1 and r_row_h[i] > tol else "smooth"
             gaps[i] = 0.0
         elif cert is not None:
             relaxed[i] = cert["relaxed_plan"]
@@ -1165,14 +1165,14 @@ def _finish(P, out, opts, k, clamped, tol, t_start, method, formulation):
                     "infeasible by nature at the optimum (a kink); fun is a valid lower bound")
         msgs.append(msg)
     if not P["batched"]:
+        rr, rc = _host_list(r_row)[0], _host_list(r_col)[0]  # after the rows/columns swap
         sq = lambda v: v[0] if v is not None else None
         res = SparseOTResult(
             x=sq(out_alpha), fun=float(to_numpy(value)[0]), status=Status(status_h[0]), message=msgs[0],
-            nit=out["nit"], nfev=out["nfev"], kkt_residual=_host_list(r_row)[0] if opts.axis == "columns" else _host_list(r_col)[0],
-            constraint_violation=max(_host_list(r_row)[0], _host_list(r_col)[0]),
+            nit=out["nit"], nfev=out["nfev"], kkt_residual=rr if opts.axis == "columns" else rc, constraint_violation=max(rr, rc),
             potentials=(sq(out_alpha), sq(out_beta)), plan=_squeeze_plan(plan_out),
             relaxed_plan=relaxed_out[0], regime=regimes[0],
-            marginal_residual=(_host_list(r_row)[0], _host_list(r_col)[0]), duality_gap=gaps[0],
+            marginal_residual=(rr, rc), duality_gap=gaps[0],
             primal_cost=float(to_numpy(primal_cost)[0]), reg_value=float(to_numpy(reg_value)[0]),
             nnz=int(to_numpy(nnz)[0]), statuses=None)
     else:
