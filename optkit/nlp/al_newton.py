@@ -360,7 +360,8 @@ class SketchedALNewton:
         p, o = self.problem, self.options
         if p.kind == "torch":
             torch = get_torch()
-            x = p.x0
+            # an explicit torch start decides the device and dtype (as any tensor argument would)
+            x = o.x0 if is_torch(o.x0) else p.x0
             dev = torch.device(o.device) if o.device is not None else x.device
             if o.dtype is not None:
                 from .._backend import _parse_dtype
