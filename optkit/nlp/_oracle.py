@@ -439,9 +439,84 @@ class TorchOracle:
 
 
 def make_oracle(problem: Problem, backend: Backend | None, x0=None):
+    if problem.kind == "numpy" and backend is not None and backend.is_torch:
+        return HostTorchOracle(problem, backend)
     if problem.kind == "torch":
         if backend is None:
             x = problem.x0
             backend = Backend("torch", x.device, x.dtype)
         return TorchOracle(problem, backend, x0=x0)
     return NumpyOracle(problem, backend or Backend("numpy", None, np.dtype("float64")))
+
+
+# ---------------------------------------------------------------------------- numpy problem, torch path
+class _HostLin(Linearization):
+    """A numpy linearization seen through tensors (one host round trip per product)."""
+
+    def __init__(self, inner: _NumpyLin, to_t):
+        self.inner, self.to_t = inner, to_t
+        self.G = None if inner.G is None else to_t(inner.G)
+        self.H = None if inner.H is None else to_t(inner.H)
+        self.Hf = None if inner.Hf is None else to_t(inner.Hf)
+
+    def _wrap(self, fn, V):
+        return self.to_t(fn(V.detach().cpu().numpy()))
+
+    def G_mv(self, V):
+        return self._wrap(self.inner.G_mv, V)
+
+    def GT_mv(self, W):
+        return self._wrap(self.inner.GT_mv, W)
+
+    def H_mv(self, V):
+        return self._wrap(self.inner.H_mv, V)
+
+    def Hf_mv(self, V):
+        return self._wrap(self.inner.Hf_mv, V)
+
+
+class HostTorchOracle:
+    """Runs the torch path of the solver on a numpy problem: the derivatives are evaluated on the
+    host by the problem's numpy callables and moved to the tensors' device (tests compare the two
+    paths of the solver on the same problem this way)."""
+
+    def __init__(self, problem: Problem, backend: Backend):
+        self.torch = get_torch()
+        self.np = NumpyOracle(problem, backend)
+        self.problem, self.backend = problem, backend
+        self.B, self.n, self.m = 1, problem.n, problem.m
+        self.is_torch = True
+        self.sparse = False
+        self.explicit = self.np.explicit
+        self.active_np = np.ones(1, dtype=bool)
+        self.fn = self.np.fn
+
+    def to_t(self, a):
+        return self.torch.as_tensor(np.asarray(a), dtype=self.backend.dtype, device=self.backend.device)
+
+    def to_n(self, t):
+        return t.detach().cpu().numpy().astype(np.float64)
+
+    def counts(self):
+        return self.np.counts()
+
+    def x0_batch(self):
+        return self.to_t(self.np.x0_batch())
+
+    def y0_batch(self):
+        return self.to_t(self.np.y0_batch())
+
+    def check_start(self, X, Lam):
+        self.np.check_start(self.to_n(X), self.to_n(Lam))
+
+    def fgc(self, X):
+        return tuple(self.to_t(v) for v in self.np.fgc(self.to_n(X)))
+
+    def vjp(self, X, W):
+        return self.to_t(self.np.vjp(self.to_n(X), self.to_n(W)))
+
+    def merit_parts(self, X, Lam, active=None):
+        return tuple(self.to_t(v) for v in self.np.merit_parts(self.to_n(X), self.to_n(Lam)))
+
+    def linearize(self, X, Lam, operator, need_Hf=False):
+        return _HostLin(self.np.linearize(self.to_n(X), self.to_n(Lam), operator, need_Hf), self.to_t)

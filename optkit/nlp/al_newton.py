@@ -353,6 +353,8 @@ class SketchedALNewton:
                 "handle; pass ignore_bounds=True to solve without them")
         self.N = problem.n + problem.m
         self.cfg = o.resolved(self.N)
+        self._q = self.cfg.q
+        self.seed = int(o.rng) if isinstance(o.rng, (int, np.integer)) else (0 if o.rng is None else None)
         self._setup_backend()
 
     # -------------------------------------------------------------- setup
@@ -370,12 +372,20 @@ class SketchedALNewton:
             else:
                 dt = x.dtype if x.is_floating_point() else torch.float64
             be = Backend("torch", dev, dt)
+        elif o.device is not None or is_torch(o.x0):
+            # a numpy problem on the torch path: the solver's tensors live on the device, the
+            # problem's callables run on the host
+            torch = get_torch()
+            from .._backend import _parse_dtype
+
+            dev = torch.device(o.device) if o.device is not None else o.x0.device
+            dt = _parse_dtype(o.dtype, True) if o.dtype is not None else (
+                o.x0.dtype if is_torch(o.x0) else torch.float64)
+            be = Backend("torch", dev, dt)
         else:
-            if o.device is not None:
-                raise BackendError("device: a numpy problem runs on the CPU; build it with "
-                                   "Problem.from_torch to run on a device")
             if o.dtype is not None and np.dtype(str(o.dtype).replace("torch.", "")) != np.float64:
-                raise BackendError(f"dtype: numpy problems are solved in float64, got {o.dtype!r}")
+                raise BackendError(f"dtype: numpy problems are solved in float64, got {o.dtype!r}; "
+                                   "pass device='cpu' (or 'cuda') to run the torch path")
             be = Backend("numpy", None, np.dtype("float64"))
         self.be = be
         self.ops = _Ops(be)
@@ -702,7 +712,8 @@ class SketchedALNewton:
             nG = ops.host(ops.matnorm(G, cfg.matrix_norm)).astype(np.float64)
             nH = ops.host(ops.matnorm(H, cfg.matrix_norm)).astype(np.float64)
             xiG = np.asarray(st.xi_G, dtype=np.float64)
-            Psi = 20.0 * np.maximum(nB ** 2, 1.0) / (np.minimum(xiG, 1.0) * min(o.xi_B, 1.0))
+            with np.errstate(divide="ignore"):  # xi_G = 0 (rank deficient): Psi = inf, cap decides
+                Psi = 20.0 * np.maximum(nB ** 2, 1.0) / (np.minimum(np.maximum(xiG, 0.0), 1.0) * min(o.xi_B, 1.0))
             Ups = np.maximum(np.maximum(nG, nH), 1.0)
             Kfull = ops.cat([ops.cat([Bm, ops.transpose(G)], axis=2),
                              ops.cat([G, ops.zeros(B, m, m)], axis=2)], axis=1)
@@ -781,14 +792,26 @@ class SketchedALNewton:
         if cfg.row_sampling == "row-norm" and cfg.sketch in ("kaczmarz", "block-kaczmarz"):
             probs = self._row_probs(K, b)
         it = 0
-        cap = cfg.max_inner
+        q = self._q
+        cap = self._cap(q)
         # numpy reads the (incremental) residual norm every step for free; torch polls the host
         # only every `check_every` steps. Either way the exact residual decides.
         poll = 1 if not self.be.is_torch else cfg.check_every
-        while need.any() and it < cap:
+        prev_rn, prev_it = None, 0
+        while need.any():
+            if it >= cap:
+                # the block was too small for this system's conditioning: double it (practical
+                # mode, block sketches, block_size not fixed by the user) and go on; a block of N
+                # columns makes the next step exact
+                if not self._can_grow(q):
+                    break
+                q = min(self.N, 2 * q)
+                self._q = q
+                it, cap = 0, self._cap(q)
+                prev_rn = None
             w = ops.mask(need)
             for j in range(cfg.check_every):
-                S = draw_sketch(cfg.sketch, B, self.N, cfg.q, gen, b, probs)
+                S = draw_sketch(cfg.sketch, B, self.N, q, gen, b, probs)
                 W = K(S)
                 dz, _ = project_step(S, W, r)
                 dz = dz * w[:, None]
@@ -801,8 +824,27 @@ class SketchedALNewton:
                 if (j + 1) % poll == 0 and not (need & (ops.host(ops.norm(r)) > tol_abs)).any():
                     break
             r = K.mv(z) - b  # exact residual: the incremental one drifts
-            need &= ops.host(ops.norm(r)) > tol_abs
+            rn = ops.host(ops.norm(r))
+            need &= rn > tol_abs
+            if need.any() and self._can_grow(q) and prev_rn is not None:
+                # observed linear rate; grow the block now when the cap cannot be met at this rate
+                rate = np.clip(rn / np.maximum(prev_rn, 1e-300), 1e-12, 1.0) ** (1.0 / max(1, it - prev_it))
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    to_go = np.where(rate < 1, np.log(tol_abs / np.maximum(rn, 1e-300)) / np.log(rate), np.inf)
+                if np.any(need & (to_go > cap - it)):
+                    it = cap
+            prev_rn, prev_it = rn, it
         return z, r, steps, need
+
+    def _cap(self, q):
+        if self.options.max_inner is not None or self.cfg.paper:
+            return self.cfg.max_inner
+        return max(100, 20 * math.ceil(self.N / q))
+
+    def _can_grow(self, q):
+        cfg = self.cfg
+        return (not cfg.paper and self.options.block_size is None and q < self.N
+                and cfg.sketch in ("gaussian-block", "block-kaczmarz", "countsketch"))
 
     def _direct(self, K, b, z, r, need, steps):
         ops = self.ops
@@ -910,6 +952,7 @@ class SketchedALNewton:
                 delta=float(ops.host(st.delta)[0]), n_penalty_updates=int(st.n_penalty_updates[0]),
                 n_shifts=int(st.n_shifts[0]), n_kprod=int(st.n_kprod[0]), n_inner=int(st.n_inner[0]),
                 inner_cap_hits=int(st.inner_cap_hits[0]), unit_step_fraction=float(unit[0]),
+                extra={"block_size": self._q, "operator": self.op},
                 xi_G=None if st.xi_G is None else float(np.asarray(st.xi_G)[0]),
                 **{k: int(counts[k][0]) for k in COUNTERS if k != "nfev"}, **common)
         return BatchedNLPResult(
@@ -919,6 +962,7 @@ class SketchedALNewton:
             delta=ops.host(st.delta), n_penalty_updates=st.n_penalty_updates.copy(),
             n_shifts=st.n_shifts.copy(), n_kprod=st.n_kprod.copy(), n_inner=st.n_inner.copy(),
             inner_cap_hits=st.inner_cap_hits.copy(), unit_step_fraction=unit,
+            extra={"block_size": self._q, "operator": self.op},
             xi_G=None if st.xi_G is None else np.asarray(st.xi_G),
             **{k: counts[k] for k in COUNTERS if k != "nfev"}, **common)
 
@@ -942,13 +986,25 @@ class _SparseKKT:
     def __init__(self, lin, shift, n, m):
         import scipy.sparse as sp
 
-        t = float(np.asarray(shift)[0])
-        G = sp.csr_matrix(lin.J)
-        H = sp.csr_matrix(lin.Hm) + t * sp.identity(n, format="csr")
+        self._G = sp.csr_matrix(lin.J)
+        self._H = sp.csr_matrix(lin.Hm)
         self.K = None
-        self.Ks = sp.bmat([[H, G.T], [G, None]], format="csr")
         self.n, self.m = n, m
         self.nprod = 0
+        self.shift = shift
+
+    @property
+    def shift(self):
+        return self._shift
+
+    @shift.setter
+    def shift(self, value):
+        import scipy.sparse as sp
+
+        self._shift = value
+        t = float(np.asarray(value)[0])
+        H = self._H + t * sp.identity(self.n, format="csr") if t else self._H
+        self.Ks = sp.bmat([[H, self._G.T], [self._G, None]], format="csr")
 
     def __call__(self, Z):
         self.nprod += Z.shape[2]
