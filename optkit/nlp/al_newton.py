@@ -84,7 +84,7 @@ class ALNewtonOptions(Options):
     backtrack: float = option(0.5, kind="float", low=0.0, low_open=True, high=1.0, doc="step shrink factor")
     alpha_min: float = option(1e-12, kind="float", low=0.0, low_open=True, doc="smallest step before STALLED")
     xi_G_min: float | None = option(None, low=0.0, **_FLOAT,
-                                    doc="stop when lambda_min(G G^T) < xi_G_min (paper 1e-2; off in practical)")
+                                    doc="stop when lambda_min(G G^T) < xi_G_min (paper 1e-2; off in practical; 0 = off)")
     eps_red: float = option(1e-6, kind="float", low=0.0, doc="paper-mode shift trigger on lambda_min(Z^T H Z)")
     matrix_norm: str | None = option(None, kind="choice", choices=("fro", "2"), allow_none=True,
                                      doc="norm of the paper constants (paper: fro)")
@@ -118,6 +118,7 @@ class ALNewtonOptions(Options):
             matrix_norm=pick(self.matrix_norm, "2", "fro"),
             merit_hessian=pick(self.merit_hessian, "lagrangian", "objective"),
             stopping=pick(self.stopping, "scaled", "absolute"),
+            xi_G_min=(pick(self.xi_G_min, None, 1e-2) or None),
         )
 
 
@@ -136,6 +137,7 @@ class _Cfg:
     matrix_norm: str
     merit_hessian: str
     stopping: str
+    xi_G_min: float | None
 
 
 @dataclasses.dataclass
@@ -679,18 +681,18 @@ class SketchedALNewton:
         n, m, B = self.problem.n, self.problem.m, self.B
         ones = np.ones(B)
         Psi, Ups, Knorm = ones, ones, ones
-        need_xiG = cfg.paper or o.xi_G_min is not None
+        need_xiG = cfg.paper or cfg.xi_G_min is not None
         if not dense:
             shift = self._matrix_free_shift(st, lin)
-            if o.xi_G_min is not None:
+            if cfg.xi_G_min is not None:
                 warnings.warn("xi_G_min is only checked with a dense operator", RuntimeWarning, stacklevel=4)
             return shift, Psi, Ups, Knorm
         G, H = lin.G, lin.H
         if need_xiG:
             xiG = ops.host(ops.eigvalsh_min(G @ ops.transpose(G))).astype(np.float64)
             st.xi_G = xiG
-            if o.xi_G_min is not None:
-                bad = active & (xiG < o.xi_G_min)
+            if cfg.xi_G_min is not None:
+                bad = active & (xiG < cfg.xi_G_min)
                 if bad.any():
                     self._finish(st, bad, "jacobian_rank_deficient")
         if m < n:
