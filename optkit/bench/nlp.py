@@ -283,7 +283,8 @@ def _shapes(text):
 
 def add_arguments(p) -> None:
     p.add_argument("--suite", default="hs-bt",
-                   help="hs-bt, paper-cutest, s2mpj-eq, pde, logreg or pycutest:NAME1,NAME2")
+                   help="hs-bt, paper-cutest, s2mpj-eq, pde, logreg, pycutest:NAME1,NAME2, or batch-qp "
+                        "(batched torch vs numpy one by one on random equality QPs)")
     p.add_argument("--solvers", default=None,
                    help=f"comma list of name[:key=value...] (default {DEFAULT_SOLVERS}); "
                         "--methods is an alias")
@@ -302,6 +303,11 @@ def add_arguments(p) -> None:
     p.add_argument("--ignore-bounds", action="store_true",
                    help="solve problems with finite variable bounds without them (default: skip them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table on stdout")
+    p.add_argument("--batch", type=int, default=256, help="--suite batch-qp: number of QPs")
+    p.add_argument("--batch-n", type=int, default=200, help="--suite batch-qp: n")
+    p.add_argument("--batch-m", type=int, default=50, help="--suite batch-qp: m")
+    p.add_argument("--numpy-sample", type=int, default=16,
+                   help="--suite batch-qp: instances solved one by one on the numpy path")
     # the protocol's defaults (spec 7.3) instead of the generic bench defaults
     p.set_defaults(seeds=DEFAULT_SEEDS, time_limit=DEFAULT_TIME_LIMIT)
 
@@ -890,9 +896,83 @@ def _suite_paper_defaults(suite, specs):
                 spec.options.setdefault(k, v)
 
 
+def _random_qps(B, n, m, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    Q = np.diag(np.arange(1.0, n + 1)) + 0.1 * np.ones((n, n))
+    A = rng.standard_normal((B, m, n))
+    p = rng.standard_normal((B, n))
+    b = rng.standard_normal((B, m))
+    return Q, A, p, b
+
+
+def run_batch_qp(args) -> int:
+    """``--suite batch-qp``: B random equality QPs (spec 7.3 target) solved in one batched torch
+    call vs the numpy path one by one (a sample of ``--numpy-sample`` instances, time per
+    instance extrapolated); same options for both; JSON to ``batch_qp.json``."""
+    import numpy as np
+    import torch
+
+    from ..nlp import Problem, solve
+
+    B, n, m = args.batch, args.batch_n, args.batch_m
+    Q, A, p, b = _random_qps(B, n, m)
+    out = out_dir(args, "nlp")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for solver in ("sketch-and-project", "direct"):
+        Qt = torch.as_tensor(Q, device=device)
+
+        def f(x, p_, A_, b_):
+            return 0.5 * x @ (Qt @ x) + p_ @ x
+
+        def c(x, p_, A_, b_):
+            return A_ @ x - b_
+
+        params = tuple(torch.as_tensor(v, device=device) for v in (p, A, b))
+        x0 = torch.zeros(B, n, dtype=torch.float64, device=device)
+        prob = Problem.from_torch(f, c, x0, params=params)
+        small = Problem.from_torch(f, c, x0[:2], params=tuple(v[:2] for v in params))
+        solve(small, linear_solver=solver)  # warm-up (kernels, vmap tracing)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        res = solve(prob, linear_solver=solver)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t_batch = time.perf_counter() - t0
+        k = min(args.numpy_sample, B)
+        t0 = time.perf_counter()
+        errs, ok = [], 0
+        for i in range(k):
+            r = solve(Problem.from_qp(Q, p[i], A[i], b[i]), linear_solver=solver)
+            ok += bool(r.success)
+            errs.append(float(np.max(np.abs(r.x - res.x[i].detach().cpu().numpy()))))
+        t_np = (time.perf_counter() - t0) / k
+        row = {"linear_solver": solver, "B": B, "n": n, "m": m, "device": device,
+               "batch_seconds": t_batch, "batch_per_instance": t_batch / B,
+               "numpy_per_instance": t_np, "numpy_sample": k,
+               "ratio_numpy_over_batch_per_instance": t_np / (t_batch / B),
+               "batch_converged": int(sum(res.successes)), "numpy_converged": ok,
+               "max_abs_diff_x": max(errs)}
+        rows.append(row)
+        if not args.quiet:
+            print(f"{solver:20s} batch {t_batch:8.3f}s ({t_batch / B * 1e3:.2f} ms/inst, "
+                  f"{row['batch_converged']}/{B} converged)  numpy {t_np * 1e3:.2f} ms/inst "
+                  f"({ok}/{k})  ratio {row['ratio_numpy_over_batch_per_instance']:.1f}x  "
+                  f"max|dx| {row['max_abs_diff_x']:.1e}")
+    write_json(out / "batch_qp.json", {"machine": machine_info(), "rows": rows,
+                                       "command": " ".join(sys.argv)})
+    return 0
+
+
 def run(args) -> int:
     require("numpy")
     require("scipy")
+    if args.suite.strip().lower() == "batch-qp":
+        require("torch")
+        return run_batch_qp(args)
     specs = _validate(args)
     _suite_paper_defaults(args.suite.strip().lower(), specs)
     if any(s.name == "ipopt" for s in specs):

@@ -299,7 +299,10 @@ class EqualityConstrainedLayer(torch.nn.Module):
         """One exact Newton-KKT step from the converged point: the solution map is then accurate
         to rounding, so finite-difference checks of the gradients are meaningful."""
         with torch.no_grad():
-            x1, l1 = self._unroll(x, lam, P, dims, steps=1)
+            try:
+                x1, l1 = self._unroll(x, lam, P, dims, steps=1)
+            except RuntimeError:  # singular KKT matrix: nothing to polish (backward will say why)
+                return x, lam
             F = torch.func.vmap(self._F, in_dims=(0, 0, *dims))
             r0 = torch.linalg.vector_norm(F(x, lam, *P), dim=-1)
             r1 = torch.linalg.vector_norm(F(x1, l1, *P), dim=-1)
