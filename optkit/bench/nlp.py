@@ -921,11 +921,12 @@ def run_batch_qp(args) -> int:
     out = out_dir(args, "nlp")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    for solver in ("sketch-and-project", "direct"):
-        Qt = torch.as_tensor(Q, device=device)
+    Qt = torch.as_tensor(Q, device=device)
 
-        def f(x, p_, A_, b_):
-            return 0.5 * x @ (Qt @ x) + p_ @ x
+    def f(x, p_, A_, b_):
+        return 0.5 * x @ (Qt @ x) + p_ @ x
+
+    for solver in ("sketch-and-project", "direct"):
 
         def c(x, p_, A_, b_):
             return A_ @ x - b_

@@ -468,7 +468,7 @@ class SketchedALNewton:
 
     # -------------------------------------------------------------- init
     def init(self, x0=None, y0=None) -> ALNewtonState:
-        o, cfg, ops, B = self.options, self.cfg, self.ops, self.B
+        o, ops, B = self.options, self.ops, self.B
         x0 = o.x0 if x0 is None and self.problem.kind == "numpy" else x0
         y0 = o.y0 if y0 is None else y0
         X, Lam = self._start_arrays(x0, y0)

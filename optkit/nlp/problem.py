@@ -281,8 +281,7 @@ def check_problem(problem: Problem, x=None, derivatives: bool = False, lam=None,
     from ._oracle import NumpyFunctions
 
     fn = NumpyFunctions(problem)
-    f0, g0 = fn.fg(x)
-    c0, _ = fn.c(x), None
+    _, g0 = fn.fg(x)
     out = {}
     if not derivatives:
         fn.check_at(x, lam)

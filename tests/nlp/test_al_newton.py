@@ -300,11 +300,11 @@ def _p(**kw):
 def test_bad_problems():
     with pytest.raises(InvalidProblemError, match="'m'"):
         Problem(n=2, m=3, x0=np.zeros(2), c=lambda x: np.zeros(3), f=None, jac=lambda x: 0,
-                hess_lag=lambda x, l: 0)
+                hess_lag=lambda x, lam: 0)
     with pytest.raises(InvalidProblemError, match="'c'"):
         Problem(n=2, m=0, x0=np.zeros(2), c=lambda x: np.zeros(0))
     with pytest.raises(InvalidProblemError, match="x0"):
-        Problem(n=2, m=1, x0=np.zeros(3), c=lambda x: np.zeros(1), jac=lambda x: 0, hess_lag=lambda x, l: 0)
+        Problem(n=2, m=1, x0=np.zeros(3), c=lambda x: np.zeros(1), jac=lambda x: 0, hess_lag=lambda x, lam: 0)
     with pytest.raises(InvalidProblemError, match="c: expected 1"):
         solve(_p(c=lambda x: np.array([1.0, 2.0])))
     with pytest.raises(InvalidProblemError, match="f: not finite"):

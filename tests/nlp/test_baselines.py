@@ -20,9 +20,9 @@ def hs7(**kw):
         grad=lambda x: np.array([2 * x[0] / (1 + x[0] ** 2), -1.0]),
         c=lambda x: np.array([(1 + x[0] ** 2) ** 2 + x[1] ** 2 - 4]),
         jac=lambda x: np.array([[4 * x[0] * (1 + x[0] ** 2), 2 * x[1]]]),
-        hess_lag=lambda x, l: np.array([
-            [2 * (1 - x[0] ** 2) / (1 + x[0] ** 2) ** 2 + l[0] * (4 + 12 * x[0] ** 2), 0.0],
-            [0.0, 2 * l[0]]]),
+        hess_lag=lambda x, lam: np.array([
+            [2 * (1 - x[0] ** 2) / (1 + x[0] ** 2) ** 2 + lam[0] * (4 + 12 * x[0] ** 2), 0.0],
+            [0.0, 2 * lam[0]]]),
         name="HS7", f_star=-np.sqrt(3), **kw)
 
 
@@ -34,8 +34,8 @@ def _bt9_J(x):
     return np.array([[-3 * x[0] ** 2, 1.0, -2 * x[2], 0.0], [2 * x[0], -1.0, 0.0, -2 * x[3]]])
 
 
-def _bt9_H(x, l):
-    return np.diag([-6 * x[0] * l[0] + 2 * l[1], 0.0, -2 * l[0], -2 * l[1]])
+def _bt9_H(x, lam):
+    return np.diag([-6 * x[0] * lam[0] + 2 * lam[1], 0.0, -2 * lam[0], -2 * lam[1]])
 
 
 def bt9(products=False, sparse=False):
@@ -44,11 +44,11 @@ def bt9(products=False, sparse=False):
               grad=lambda x: np.array([-1.0, 0, 0, 0]), c=_bt9_c, name="BT9", f_star=-1.0)
     if products:
         kw.update(jvp=lambda x, v: _bt9_J(x) @ v, vjp=lambda x, w: _bt9_J(x).T @ w,
-                  hvp_lag=lambda x, l, v: _bt9_H(x, l) @ v)
+                  hvp_lag=lambda x, lam, v: _bt9_H(x, lam) @ v)
     elif sparse:
         import scipy.sparse as sp
 
-        kw.update(jac=lambda x: sp.csr_matrix(_bt9_J(x)), hess_lag=lambda x, l: sp.csr_matrix(_bt9_H(x, l)))
+        kw.update(jac=lambda x: sp.csr_matrix(_bt9_J(x)), hess_lag=lambda x, lam: sp.csr_matrix(_bt9_H(x, lam)))
     else:
         kw.update(jac=_bt9_J, hess_lag=_bt9_H)
     return Problem(**kw)
@@ -118,7 +118,7 @@ def test_ipopt_system_of_equations_and_time_limit():
     P = Problem(n=2, m=2, x0=np.array([2.0, 0.5]), f=None,
                 c=lambda x: np.array([x[0] ** 2 + x[1] ** 2 - 2, x[0] - x[1]]),
                 jac=lambda x: np.array([[2 * x[0], 2 * x[1]], [1.0, -1.0]]),
-                hess_lag=lambda x, l: 2 * l[0] * np.eye(2), tags={"ne"})
+                hess_lag=lambda x, lam: 2 * lam[0] * np.eye(2), tags={"ne"})
     r = B.ipopt(P)
     assert r.success and r.fun == 0.0 and r.nfev == 0 and r.ngev == 0
     np.testing.assert_allclose(r.x, [1, 1], atol=1e-8)
