@@ -490,6 +490,7 @@ class SketchedALNewton:
             kkt0=ops.host(ops.norm(ops.cat([gL, c]))),
             history=[] if o.record_history or o.verbose >= 2 else None, t_start=time.perf_counter(),
         )
+        self._t_start = st.t_start
         return st
 
     # -------------------------------------------------------------- one outer iteration
@@ -519,6 +520,8 @@ class SketchedALNewton:
             return st
         if orc.is_torch:
             orc.active_np = active.copy()
+        self._timed_out = False
+        self._t_start = st.t_start
         kp0 = 0
         dense = self.op == "dense"
         lin = orc.linearize(st.x, st.lam, self.op if self.op != "sparse" else "sparse",
@@ -608,6 +611,10 @@ class SketchedALNewton:
         st.eta1, st.eta2, st.delta = ops.dev(eta1), ops.dev(eta2), ops.dev(delta)
         st.shift = shift
         self._hnorm = None
+        if self._timed_out:  # the inner solve ran out of time: no step from a half-solved system
+            st.n_inner += inner_steps
+            self._finish(st, active, "time_limit")
+            return st
         st.n_inner += inner_steps
         st.inner_cap_hits += capped
         st.n_kprod += K.nprod * active
@@ -807,7 +814,7 @@ class SketchedALNewton:
                 # columns makes the next step exact
                 if not self._can_grow(q):
                     break
-                q = min(self.N, 2 * q)
+                q = min(self.N if self.N <= 512 else 256, 2 * q)
                 self._q = q
                 it, cap = 0, self._cap(q)
                 prev_rn = None
@@ -828,6 +835,9 @@ class SketchedALNewton:
             r = K.mv(z) - b  # exact residual: the incremental one drifts
             rn = ops.host(ops.norm(r))
             need &= rn > tol_abs
+            if need.any() and self._out_of_time():
+                self._timed_out = True
+                break
             if need.any() and self._can_grow(q) and prev_rn is not None:
                 # observed linear rate; grow the block now when the cap cannot be met at this rate
                 rate = np.clip(rn / np.maximum(prev_rn, 1e-300), 1e-12, 1.0) ** (1.0 / max(1, it - prev_it))
@@ -845,8 +855,15 @@ class SketchedALNewton:
 
     def _can_grow(self, q):
         cfg = self.cfg
-        return (not cfg.paper and self.options.block_size is None and q < self.N
+        # small systems may grow to an exact (N-column) step; large ones stop at 256 columns,
+        # beyond which a block step costs more than a direct or Krylov solve
+        qmax = self.N if self.N <= 512 else 256
+        return (not cfg.paper and self.options.block_size is None and q < qmax
                 and cfg.sketch in ("gaussian-block", "block-kaczmarz", "countsketch"))
+
+    def _out_of_time(self):
+        tl = self.options.time_limit
+        return tl is not None and time.perf_counter() - self._t_start >= tl
 
     def _direct(self, K, b, z, r, need, steps):
         ops = self.ops
@@ -986,6 +1003,7 @@ class SketchedALNewton:
                 st.reasons = [""] * self.B
                 st.k = 0
                 st.t_start = time.perf_counter()
+                self._t_start = st.t_start
             while not st.done.all():
                 self.step(st)
             return self.result(st)

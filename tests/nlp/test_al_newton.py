@@ -135,18 +135,26 @@ def test_sparse_problem_uses_sparse_operator():
 
 
 # ------------------------------------------------------------------ paper mode (7.1)
-@pytest.mark.parametrize("name,sketch,count", [
-    ("HS6", "gaussian", 9), ("BT5", "gaussian", 5), ("HS28", "gaussian", 1), ("BT10", "gaussian", 7),
-    ("HIMMELBA", "gaussian", 1), ("HS40", "gaussian", 3), ("HS7", "gaussian", 10),
-    ("GENHS28", "gaussian", 1), ("HS51", "gaussian", 1), ("BT3", "gaussian", 1),
-    ("HS28", "kaczmarz", 1), ("HS40", "kaczmarz", 3), ("BT5", "kaczmarz", 5),
-])
+# the authors' stored counts (spec 7.1) on every problem whose paper-mode run needs fewer than
+# about 1e5 sketch steps in total (the full 47-problem regression is `optkit bench nlp --suite
+# paper-cutest`, docs/nlp.md); the in-package problems equal S2MPJ's to 1e-12 at x0
+PAPER_GV = [("HS6", 9), ("BT5", 5), ("HS28", 1), ("BT10", 7), ("HIMMELBA", 1), ("HS40", 3),
+            ("BT3", 1), ("GENHS28", 1), ("HS51", 1), ("BOOTH", 1), ("HS48", 1), ("RSNBRNE", 11),
+            ("ZANGWIL3", 1), ("TRIGON1NE", 4), ("HS78", 4), ("HS56", 5), ("HS42", 4), ("HS79", 4),
+            ("HIMMELBE", 2), ("DENSCHNCNE", 7), ("DENSCHNFNE", 4), ("HIMMELBC", 5), ("INTEQNE", 2),
+            ("HS7", 10)]
+PAPER_RK = [("HS28", 1), ("HS40", 3), ("BT5", 5), ("HIMMELBA", 1), ("BOOTH", 1), ("HS48", 1),
+            ("ZANGWIL3", 1), ("HS78", 4), ("HIMMELBE", 2), ("DENSCHNCNE", 7), ("DENSCHNFNE", 4),
+            ("HIMMELBC", 5), ("INTEQNE", 2)]
+
+
+@pytest.mark.parametrize("name,sketch,count", [(n, "gaussian", c) for n, c in PAPER_GV]
+                         + [(n, "kaczmarz", c) for n, c in PAPER_RK])
 def test_paper_mode_iteration_counts(name, sketch, count):
-    res = solve(get_problem(name), mode="paper", sketch=sketch, xi_G_min=1e-2)
+    res = solve(get_problem(name), mode="paper", sketch=sketch)
     assert res.success
     assert res.nit == count
     assert res.kkt_residual <= 1e-4
-    assert res.inner_cap_hits == 0 or name in ("HS6",)
 
 
 def test_paper_mode_hs6_unit_steps():
@@ -156,7 +164,7 @@ def test_paper_mode_hs6_unit_steps():
 
 
 def test_paper_mode_rank_test_gottfr():
-    res = solve(get_problem("GOTTFR"), mode="paper", xi_G_min=1e-2)
+    res = solve(get_problem("GOTTFR"), mode="paper")  # xi_G_min = 1e-2 is paper mode's default
     assert res.status == Status.NUMERICAL_ERROR
     assert res.reason == "jacobian_rank_deficient"
     assert res.xi_G < 1e-2
@@ -360,3 +368,27 @@ def test_torch_problem_numpy_x0_goes_to_problem_device():
     P = _hs7_torch(torch.tensor([2.0, 2.0], dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
     res = solve(P, y0=np.zeros(1))
     assert isinstance(res.x, torch.Tensor) and res.x.dtype == torch.float64
+
+
+def test_constrained_logreg_matches_trust_constr():
+    from optkit.nlp.baselines import scipy_trust_constr
+    from optkit.nlp.problems.logreg import constrained_logreg
+
+    P = constrained_logreg(200, 20)
+    ours = solve(P)
+    ref = scipy_trust_constr(P)
+    assert ours.success and ours.kkt_residual <= 1e-6
+    assert ref.kkt_residual <= 1e-6
+    if np.linalg.norm(ours.x - ref.x) <= 1e-4:  # same minimizer (the sphere makes it nonconvex)
+        assert ours.fun == pytest.approx(ref.fun, rel=1e-8)
+
+
+def test_pde_qp_small_reference():
+    from optkit.nlp.problems.pde import pde_qp
+
+    P = pde_qp(3)
+    res = solve(P)
+    assert res.success
+    assert res.fun == pytest.approx(9.644442052, rel=1e-9)
+    np.testing.assert_allclose(res.x[:3], [-0.413443, -0.561939, -0.416009], atol=1e-6)
+    np.testing.assert_allclose(res.multipliers, -0.1 * res.x[9:], atol=1e-8)
