@@ -137,11 +137,15 @@ class NumpyFunctions:
                 raise InvalidProblemError("vjp: not finite at x0")
         if self.has_hess:
             H = self.hess(x, lam)
-            Hd = H.toarray() if _is_sparse(H) else H
-            if not np.all(np.isfinite(Hd)):
+            if _is_sparse(H):  # never densify: sparse Hessians can be large
+                data, asym = H.data, (H - H.T).tocsr().data
+            else:
+                data = asym = H
+                asym = H - H.T
+            if not np.all(np.isfinite(data)):
                 raise InvalidProblemError("hess_lag: not finite at x0")
-            scale = max(1.0, float(np.max(np.abs(Hd))) if Hd.size else 1.0)
-            if Hd.size and float(np.max(np.abs(Hd - Hd.T))) > 1e-10 * scale:
+            scale = max(1.0, float(np.max(np.abs(data))) if data.size else 1.0)
+            if asym.size and float(np.max(np.abs(asym))) > 1e-10 * scale:
                 raise InvalidProblemError("hess_lag: not symmetric at x0")
         else:
             if not np.all(np.isfinite(self.hvp(x, lam, np.ones(self.n)))):

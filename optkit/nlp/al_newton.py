@@ -79,6 +79,9 @@ class ALNewtonOptions(Options):
     delta_min: float | None = option(None, low=0.0, low_open=True, **_FLOAT,
                                      doc="floor of delta (practical 1e-10, paper 1e-6)")
     xi_B: float = option(0.1, kind="float", low=0.0, low_open=True, doc="reduced-Hessian curvature floor")
+    adaptive_xi_B: bool = option(True, kind="bool",
+                                 doc="practical mode: floor min(xi_B, ||nabla L_k||), so the shift vanishes "
+                                     "near a solution and Newton keeps its local rate on degenerate problems")
     beta: float = option(0.1, kind="float", low=0.0, low_open=True, high=0.5, doc="Armijo constant in (0, 0.5)")
     nu: float = option(1.5, kind="float", low=1.0, low_open=True, doc="penalty growth factor (> 1)")
     backtrack: float = option(0.5, kind="float", low=0.0, low_open=True, high=1.0, doc="step shrink factor")
@@ -535,6 +538,7 @@ class SketchedALNewton:
                 if not active.any():
                     return st
         # ---- Hessian shift, paper constants
+        self._kkt_now = kkt
         shift, Psi, Ups, Knorm = self._shift_and_constants(st, lin, dense, active)
         K = _KKT(lin, shift, n, m, dense and self.op == "dense", ops)
         if self.op == "sparse":
@@ -712,7 +716,8 @@ class SketchedALNewton:
             Hn = ops.host(ops.matnorm(H, cfg.matrix_norm)).astype(np.float64)
             t = np.where(lmin < o.eps_red, o.xi_B + Hn, 0.0)
         else:
-            t = np.where(np.isfinite(lmin), np.maximum(0.0, o.xi_B - lmin), 0.0)
+            xiB = self._xi_B_now()
+            t = np.where(np.isfinite(lmin), np.maximum(0.0, xiB - lmin), 0.0)
         st.n_shifts += active & (t > 0)
         shift = ops.dev(t)
         if cfg.paper:
@@ -735,6 +740,13 @@ class SketchedALNewton:
         t = self.ops.host(st.shift).astype(np.float64) / 3.0
         t = np.where(t < 1e-12, 0.0, t)
         return self.ops.dev(t)
+
+    def _xi_B_now(self):
+        """The curvature floor of this iteration, per instance."""
+        o = self.options
+        if o.adaptive_xi_B and not self.cfg.paper:
+            return np.minimum(o.xi_B, self._kkt_now)
+        return np.full(self.B, o.xi_B)
 
     def _curvature_fails(self, lin, dx, mask, shift):
         """Instances whose tangential step ``u = dx - G^T w`` (``G G^T w = G dx``, CG) has
@@ -766,7 +778,7 @@ class SketchedALNewton:
         uHu = ops.host(ops.dot(u, lin.H_mv(u[:, :, None])[:, :, 0])).astype(np.float64)
         uHu = uHu + ops.host(shift).astype(np.float64) * uu
         dd = ops.host(ops.dot(dx, dx)).astype(np.float64)
-        return mask & (uHu < self.options.xi_B * uu) & (np.sqrt(uu) > 1e-8 * np.sqrt(dd))
+        return mask & (uHu < self._xi_B_now() * uu) & (np.sqrt(uu) > 1e-8 * np.sqrt(dd))
 
     def _hess_norm_estimate(self, lin, st):
         """||H||_2 by 10 power iterations (once per outer iteration)."""
