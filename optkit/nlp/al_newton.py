@@ -645,9 +645,10 @@ class SketchedALNewton:
             Lt = st.lam + a * dl
             if orc.is_torch:
                 orc.active_np = searching.copy()
-            ft, gt, ct, GTt = orc.merit_parts(Xt, Lt)
-            gLt = gt + GTt
-            mt = ft + ops.dot(Lt, ct) + 0.5 * e1 * ops.dot(ct, ct) + 0.5 * e2 * ops.dot(gLt, gLt)
+            with np.errstate(all="ignore"):  # an overflowing trial point is rejected below
+                ft, gt, ct, GTt = orc.merit_parts(Xt, Lt)
+                gLt = gt + GTt
+                mt = ft + ops.dot(Lt, ct) + 0.5 * e1 * ops.dot(ct, ct) + 0.5 * e2 * ops.dot(gLt, gLt)
             mt_np = ops.host(mt).astype(np.float64)
             fin = np.isfinite(mt_np) & ops.host(ops.finite_rows(ops.cat([gt, ct, GTt], axis=1)))
             ok = searching & fin & (mt_np <= merit0_np + alpha * o.beta * accepted_q)
