@@ -414,10 +414,13 @@ class SketchedALNewton:
         if self.cfg.paper:
             op = "dense"
         elif op == "auto":
-            if not be.is_torch and self.oracle.sparse:
-                op = "sparse"
-            elif self.N <= 512:
+            # small systems are assembled densely even when the derivatives are sparse: the dense
+            # operator gets the exact minimal shift, where the matrix-free curvature test can miss
+            # negative curvature (S2MPJ's BYRDSPHR and CYCLOOCF fail with it, converge dense)
+            if self.N <= 512:
                 op = "dense"
+            elif not be.is_torch and self.oracle.sparse:
+                op = "sparse"
             else:
                 op = "matrix-free"
         if op == "sparse" and be.is_torch:

@@ -129,12 +129,16 @@ def test_sparse_problem_uses_sparse_operator():
 
     P = pde_qp(10)
     for solver in ("direct", "minres"):
-        res = solve(P, linear_solver=solver)
+        res = solve(P, linear_solver=solver, operator="sparse")
         assert res.success, (solver, res.reason)
         assert res.extra["operator"] == "sparse"
         assert res.fun == pytest.approx(116.8352192, rel=1e-8)
-    res = solve(pde_qp(3), linear_solver="sketch-and-project")
+    res = solve(pde_qp(3), linear_solver="sketch-and-project", operator="sparse")
     assert res.success and res.fun == pytest.approx(9.644442052, rel=1e-8)
+    # auto: dense up to N = 512 (exact minimal shift), sparse above when the derivatives are
+    assert solve(pde_qp(3), linear_solver="direct").extra["operator"] == "dense"
+    big = solve(pde_qp(16), linear_solver="direct")
+    assert big.extra["operator"] == "sparse" and big.success
 
 
 # ------------------------------------------------------------------ paper mode (7.1)
