@@ -398,3 +398,16 @@ def test_pde_qp_small_reference():
     assert res.fun == pytest.approx(9.644442052, rel=1e-9)
     np.testing.assert_allclose(res.x[:3], [-0.413443, -0.561939, -0.416009], atol=1e-6)
     np.testing.assert_allclose(res.multipliers, -0.1 * res.x[9:], atol=1e-8)
+
+
+@pytest.mark.gpu
+def test_cuda_batch_matches_cpu():
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.tensor([2.0, 2.0], dtype=torch.float64) + 0.1 * torch.randn(16, 2, generator=g, dtype=torch.float64)
+    s = torch.linspace(0.5, 1.5, 16, dtype=torch.float64)
+    cpu = solve(_hs7_torch(x0, s), linear_solver="direct")
+    gpu = solve(_hs7_torch(x0.cuda(), s.cuda()), linear_solver="direct")
+    assert gpu.x.device.type == "cuda" and all(gpu.successes)
+    assert torch.allclose(gpu.x.cpu(), cpu.x, atol=1e-10)
+    sk = solve(_hs7_torch(x0.cuda(), s.cuda()))
+    assert all(sk.successes)
