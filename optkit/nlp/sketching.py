@@ -97,12 +97,27 @@ def project_step(S, W, r):
     elif hasattr(W, "detach"):
         import torch
 
-        _, R = torch.linalg.qr(W, mode="reduced")
-        Rp = torch.linalg.pinv(R, rtol=1e-12)
-        y = (Rp @ (Rp.transpose(1, 2) @ s[:, :, None]))[:, :, 0]
+        R = torch.linalg.qr(W, mode="r")[1]
+        d = R.diagonal(dim1=1, dim2=2).abs()
+        if bool((d > 1e-12 * d.amax(1, keepdim=True)).all()):
+            # well-posed: two triangular solves, R^T u = s then R y = u (no SVD)
+            u = torch.linalg.solve_triangular(R.transpose(1, 2), s[:, :, None], upper=False)
+            y = torch.linalg.solve_triangular(R, u, upper=True)[:, :, 0]
+        else:
+            Rp = torch.linalg.pinv(R, rtol=1e-12)
+            y = (Rp @ (Rp.transpose(1, 2) @ s[:, :, None]))[:, :, 0]
     else:
-        _, R = np.linalg.qr(W, mode="reduced")
-        Rp = np.linalg.pinv(R, rcond=1e-12)
-        y = (Rp @ (np.swapaxes(Rp, 1, 2) @ s[:, :, None]))[:, :, 0]
+        import scipy.linalg as sla
+
+        y = np.empty_like(s)
+        for i in range(W.shape[0]):
+            R = np.linalg.qr(W[i], mode="r")
+            d = np.abs(np.diagonal(R))
+            if np.all(d > 1e-12 * d.max()):
+                u = sla.solve_triangular(R, s[i], trans="T", lower=False, check_finite=False)
+                y[i] = sla.solve_triangular(R, u, lower=False, check_finite=False)
+            else:
+                Rp = np.linalg.pinv(R, rcond=1e-12)
+                y[i] = Rp @ (Rp.T @ s[i])
     dz = (W @ y[:, :, None])[:, :, 0]
     return dz, y
