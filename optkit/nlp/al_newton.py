@@ -637,6 +637,8 @@ class SketchedALNewton:
         e1, e2 = st.eta1, st.eta2
         merit0 = st.f + ops.dot(st.lam, c) + 0.5 * e1 * ops.dot(c, c) + 0.5 * e2 * ops.dot(gL, gL)
         merit0_np = ops.host(merit0).astype(np.float64)
+        eps = float(np.finfo(np.float32).eps if self._is_f32() else np.finfo(np.float64).eps)
+        slack = 0.0 if self.cfg.paper else 10.0 * eps * np.maximum(1.0, np.abs(merit0_np))
         alpha = np.where(active, 1.0, 0.0)
         searching = active.copy()
         newf, newg, newc, newGT = st.f, st.g, st.c, st.GTlam
@@ -654,7 +656,10 @@ class SketchedALNewton:
                 mt = ft + ops.dot(Lt, ct) + 0.5 * e1 * ops.dot(ct, ct) + 0.5 * e2 * ops.dot(gLt, gLt)
             mt_np = ops.host(mt).astype(np.float64)
             fin = np.isfinite(mt_np) & ops.host(ops.finite_rows(ops.cat([gt, ct, GTt], axis=1)))
-            ok = searching & fin & (mt_np <= merit0_np + alpha * o.beta * accepted_q)
+            # Armijo relaxed by the merit's own rounding level (as IPOPT does): near a solution the
+            # predicted decrease alpha beta q falls below eps |L_eta| and an exact test then rejects
+            # every step, leaving the iterate stuck at KKT ~ 1e-9 (sphere projection, tol 1e-10)
+            ok = searching & fin & (mt_np <= merit0_np + alpha * o.beta * accepted_q + slack)
             if ok.any():
                 Xn = ops.where(ok, Xt, Xn)
                 Ln = ops.where(ok, Lt, Ln)
@@ -687,6 +692,9 @@ class SketchedALNewton:
         return st
 
     # -------------------------------------------------------------- pieces
+    def _is_f32(self):
+        return self.be.is_torch and self.be.dtype == get_torch().float32
+
     def _delta_trial(self, eta1, eta2, Ups, Psi):
         return (0.5 - self.options.beta) * eta2 / ((1 + eta1 + eta2) * Ups ** 2 * Psi ** 2)
 
