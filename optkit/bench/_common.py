@@ -49,3 +49,12 @@ def require(module: str, extra: str = "bench"):
         return importlib.import_module(module)
     except ImportError as exc:
         raise DependencyError({"ot": "pot"}.get(module, module), extra) from exc
+
+
+def _fmt(v, spec=".3g", none="-"):
+    """A table cell: ``none`` for None, strings as they are, numbers with ``spec``."""
+    if v is None:
+        return none
+    if isinstance(v, str):
+        return v
+    return format(v, spec)

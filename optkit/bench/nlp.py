@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 
-from ._common import append_jsonl, machine_info, out_dir, require, write_json
+from ._common import _fmt, append_jsonl, machine_info, out_dir, require, write_json
 
 SOLVER_NAMES = ("sketched-al-newton", "adasketch-newton", "ipopt", "trust-constr", "slsqp")
 OURS = ("sketched-al-newton", "adasketch-newton")
@@ -628,14 +628,6 @@ def _aggregate(recs):
 
 # ----------------------------------------------------------------------------------------------
 # tables, profiles, summary
-
-
-def _fmt(v, spec=".3g", none="-"):
-    if v is None:
-        return none
-    if isinstance(v, str):
-        return v
-    return format(v, spec)
 
 
 def _fmt_count(st, randomized):

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 
-from ._common import append_jsonl, machine_info, out_dir, require, write_json
+from ._common import _fmt, append_jsonl, machine_info, out_dir, require, write_json
 
 SUITES_SPEC = ("clouds", "synthetic-1d", "synthetic-2d", "colour-transfer", "moe", "small-exact")
 SUITES_SUPPORTED = ("clouds",)
@@ -398,14 +398,6 @@ def _finalize_optkit(rec, ref):
         hit = _time_to(traj, ref, tol)
         rec["time_to"][_tol_key(tol)] = hit[0] if hit else None
         rec["residual_at"][_tol_key(tol)] = hit[1] if hit else None
-
-
-def _fmt(v, spec=".3g", none="-"):
-    if v is None:
-        return none
-    if isinstance(v, str):
-        return v
-    return format(v, spec)
 
 
 # ----------------------------------------------------------------------------------------------
