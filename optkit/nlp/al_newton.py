@@ -683,6 +683,7 @@ class SketchedALNewton:
         if st.history is not None:
             self._record(st, kkt, alpha, eta1, eta2, delta, ops.host(shift), inner_steps, accepted_q, r, b)
         st.elapsed = time.perf_counter() - st.t_start
+        st.counters = {**self.oracle.counts(), "n_kprod": st.n_kprod.copy(), "n_inner": st.n_inner.copy()}
         if o.callback is not None:
             info = IterInfo(nit=st.k, fun=_scalar(ops.host(st.f)), x=st.x if self.B > 1 else st.x[0],
                             residual=_scalar(kkt), step=_scalar(alpha), elapsed=st.elapsed,
