@@ -359,6 +359,7 @@ class SketchedALNewton:
         self.N = problem.n + problem.m
         self.cfg = o.resolved(self.N)
         self._q = self.cfg.q
+        self._notes = {}
         self.seed = int(o.rng) if isinstance(o.rng, (int, np.integer)) else (0 if o.rng is None else None)
         self._setup_backend()
 
@@ -630,6 +631,12 @@ class SketchedALNewton:
         if znan.any():
             self._finish(st, znan, "nonfinite")
         if stalled.any():
+            if dense:  # say why when the KKT matrix is (nearly) singular: LICQ fails here
+                sv = ops.host(ops.eigvalsh_min(lin.G @ ops.transpose(lin.G))).astype(np.float64)
+                gn = ops.host(ops.matnorm(lin.G, "fro")).astype(np.float64) ** 2
+                for i in np.flatnonzero(stalled & (sv <= 1e-10 * np.maximum(gn, 1e-300))):
+                    self._notes[i] = (f"; lambda_min(G G^T) = {sv[i]:.1e} (||G||_F^2 = {gn[i]:.1e}): the "
+                                      "constraint Jacobian is numerically rank deficient (LICQ fails)")
             self._finish(st, stalled & ~st.done, "penalty_limit")
         active = ~st.done
         # ---- Armijo line search on the merit, per instance in lockstep
@@ -998,7 +1005,8 @@ class SketchedALNewton:
             reason = reasons[0]
             return NLPResult(
                 x=st.x[0], fun=float(ops.host(st.f)[0]), status=Status(statuses[0]),
-                message=_message(reason, mode), nit=int(st.nit[0]), nfev=int(counts["nfev"][0]),
+                message=_message(reason, mode) + self._notes.get(0, ""), nit=int(st.nit[0]),
+                nfev=int(counts["nfev"][0]),
                 kkt_residual=float(kkt[0]), constraint_violation=float(cv[0]),
                 multipliers=st.lam[0], stationarity=float(stat[0]), reason=reason,
                 eta=(float(ops.host(st.eta1)[0]), float(ops.host(st.eta2)[0])),

@@ -419,3 +419,20 @@ def test_reaches_tight_tolerance_near_rounding_level():
     theta = np.array([-0.049091230999963376, 3.146626967509505, 0.5680774398324595])
     res = solve(_sphere(theta), tol=1e-10)
     assert res.success and res.nit < 30
+
+
+def test_penalty_limit_message_names_rank_deficient_jacobian(monkeypatch):
+    from optkit.nlp import al_newton
+
+    orig = al_newton.SketchedALNewton._inner
+
+    def negated(self, K, b, z, r, tol_abs, mask, st):
+        z, r, steps, cap = orig(self, K, b, z, r, tol_abs, mask, st)
+        return -z, K.mv(-z) - b, steps, cap
+
+    monkeypatch.setattr(al_newton.SketchedALNewton, "_inner", negated)
+    P = Problem.from_callables(lambda x: float(x @ x), lambda x: np.array([x.sum() - 1, x.sum() - 1]),
+                               np.zeros(3), grad=lambda x: 2 * x, jac=lambda x: np.ones((2, 3)),
+                               hess_lag=lambda x, lam: 2 * np.eye(3))
+    res = solve(P, eta2_0=1e-9, linear_solver="minres")
+    assert res.reason == "penalty_limit" and "rank deficient" in res.message
