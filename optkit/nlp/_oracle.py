@@ -337,10 +337,6 @@ class TorchOracle:
         x0 = x0.to(device=dev, dtype=dt)
         raw = tuple(problem.params or ())
         Bx = x0.shape[0] if x0.ndim == 2 else None
-        Bp = None
-        for p in raw:
-            if is_torch(p) and p.ndim >= 1 and Bx is not None and p.shape[0] == Bx:
-                Bp = Bx
         self.B = Bx or 1
         self.n, self.m = problem.n, problem.m
         params, dims = [], []
@@ -353,7 +349,6 @@ class TorchOracle:
             else:
                 params.append(p)
                 dims.append(None)
-        del Bp
         self.params = tuple(params)
         self._x0 = x0 if x0.ndim == 2 else x0[None]
         self.count = {k: np.zeros(self.B, dtype=np.int64) for k in COUNTERS}

@@ -34,7 +34,7 @@ from ..callbacks import IterInfo, call_callback
 from ._oracle import COUNTERS, make_oracle
 from ._result import REASON_STATUS, BatchedNLPResult, NLPResult
 from .problem import Problem
-from .sketching import SKETCHES, block_size_of, draw_sketch, project_step
+from .sketching import SKETCHES, block_size_of, draw_sketch, project_step, row_sampling_weights
 
 __all__ = ["solve", "sketched_al_newton", "SketchedALNewton", "ALNewtonOptions", "ALNewtonState",
            "METHODS"]
@@ -441,14 +441,13 @@ class SketchedALNewton:
         return x0
 
     def _start_arrays(self, x0, y0):
-        p, ops, B = self.problem, self.ops, self.B
+        p = self.problem
         X = self.oracle.x0_batch()
         if x0 is not None:
             X = self._coerce(x0, p.n, "x0")
         Lam = self.oracle.y0_batch()
         if y0 is not None:
             Lam = self._coerce(y0, p.m, "y0")
-        del ops, B
         return X, Lam
 
     def _coerce(self, v, size, name):
@@ -529,10 +528,8 @@ class SketchedALNewton:
             orc.active_np = active.copy()
         self._timed_out = False
         self._t_start = st.t_start
-        kp0 = 0
         dense = self.op == "dense"
-        lin = orc.linearize(st.x, st.lam, self.op if self.op != "sparse" else "sparse",
-                            need_Hf=cfg.merit_hessian == "objective")
+        lin = orc.linearize(st.x, st.lam, self.op, need_Hf=cfg.merit_hessian == "objective")
         if dense:
             okd = ops.host(ops.finite_rows(lin.G)) & ops.host(ops.finite_rows(lin.H))
             bad = active & ~okd
@@ -544,12 +541,9 @@ class SketchedALNewton:
         # ---- Hessian shift, paper constants
         self._kkt_now = kkt
         shift, Psi, Ups, Knorm = self._shift_and_constants(st, lin, dense, active)
-        K = _KKT(lin, shift, n, m, dense and self.op == "dense", ops)
-        if self.op == "sparse":
-            K = _SparseKKT(lin, shift, n, m)
+        K = _SparseKKT(lin, shift, n, m) if self.op == "sparse" else _KKT(lin, shift, n, m, dense, ops)
         # ---- theta and delta
-        kkt_np = kkt
-        theta = np.minimum(1.0, (kkt_np / np.maximum(1.0, st.kkt0)) ** cfg.theta_power) \
+        theta = np.minimum(1.0, (kkt / np.maximum(1.0, st.kkt0)) ** cfg.theta_power) \
             if cfg.theta_power > 0 else np.ones(self.B)
         delta = ops.host(st.delta).astype(np.float64)
         eta1 = ops.host(st.eta1).astype(np.float64)
@@ -557,7 +551,7 @@ class SketchedALNewton:
         if cfg.paper:
             dtrial = self._delta_trial(eta1, eta2, Ups, Psi)
             delta = np.maximum(np.minimum(delta, dtrial), cfg.delta_min)
-        bnorm = kkt_np
+        bnorm = kkt  # ||b|| = ||nabla L||
         # ---- merit-gradient ingredients (one HVP, one JVP, one VJP)
         Hg = (lin.Hf_mv if cfg.merit_hessian == "objective" else lin.H_mv)(gL[:, :, None])[:, :, 0]
         Gg = lin.G_mv(gL[:, :, None])[:, :, 0]
@@ -571,7 +565,6 @@ class SketchedALNewton:
         accepted_q = np.zeros(self.B)
         stalled = np.zeros(self.B, dtype=bool)
         scale_test = (Knorm * Psi) if cfg.paper else np.ones(self.B)
-        n_pen = 0
         while True:
             tol_abs = theta * delta * bnorm / scale_test
             z, r, steps, cap_hit = self._inner(K, b, z, r, tol_abs, searching, st)
@@ -607,7 +600,6 @@ class SketchedALNewton:
             searching &= ~ok
             if not searching.any():
                 break
-            n_pen += 1
             st.n_penalty_updates += searching
             eta1 = np.where(searching, eta1 * o.nu ** 2, eta1)
             eta2 = np.where(searching, eta2 / o.nu, eta2)
@@ -626,7 +618,6 @@ class SketchedALNewton:
         st.n_inner += inner_steps
         st.inner_cap_hits += capped
         st.n_kprod += K.nprod * active
-        del kp0
         znan = active & ~ops.host(ops.finite_rows(z))
         if znan.any():
             self._finish(st, znan, "nonfinite")
@@ -642,8 +633,7 @@ class SketchedALNewton:
         # ---- Armijo line search on the merit, per instance in lockstep
         dx, dl = z[:, :n], z[:, n:]
         e1, e2 = st.eta1, st.eta2
-        merit0 = st.f + ops.dot(st.lam, c) + 0.5 * e1 * ops.dot(c, c) + 0.5 * e2 * ops.dot(gL, gL)
-        merit0_np = ops.host(merit0).astype(np.float64)
+        merit0_np = ops.host(self._merit(st.f, st.lam, c, gL, e1, e2)).astype(np.float64)
         eps = float(np.finfo(np.float32).eps if self._is_f32() else np.finfo(np.float64).eps)
         slack = 0.0 if self.cfg.paper else 10.0 * eps * np.maximum(1.0, np.abs(merit0_np))
         alpha = np.where(active, 1.0, 0.0)
@@ -659,8 +649,7 @@ class SketchedALNewton:
                 orc.active_np = searching.copy()
             with np.errstate(all="ignore"):  # an overflowing trial point is rejected below
                 ft, gt, ct, GTt = orc.merit_parts(Xt, Lt)
-                gLt = gt + GTt
-                mt = ft + ops.dot(Lt, ct) + 0.5 * e1 * ops.dot(ct, ct) + 0.5 * e2 * ops.dot(gLt, gLt)
+                mt = self._merit(ft, Lt, ct, gt + GTt, e1, e2)
             mt_np = ops.host(mt).astype(np.float64)
             fin = np.isfinite(mt_np) & ops.host(ops.finite_rows(ops.cat([gt, ct, GTt], axis=1)))
             # Armijo relaxed by the merit's own rounding level (as IPOPT does): near a solution the
@@ -700,6 +689,11 @@ class SketchedALNewton:
         return st
 
     # -------------------------------------------------------------- pieces
+    def _merit(self, f, lam, c, gL, eta1, eta2):
+        """``L_eta = f + lam^T c + eta1/2 ||c||^2 + eta2/2 ||grad_x L||^2`` per instance."""
+        dot = self.ops.dot
+        return f + dot(lam, c) + 0.5 * eta1 * dot(c, c) + 0.5 * eta2 * dot(gL, gL)
+
     def _is_f32(self):
         return self.be.is_torch and self.be.dtype == get_torch().float32
 
@@ -915,7 +909,7 @@ class SketchedALNewton:
         ops = self.ops
         bn = ops.host(ops.norm(b))
         rtol = np.minimum(1.0, tol_abs / np.maximum(bn, 1e-300))
-        maxit = self.cfg.max_inner * 0 + max(1000, 20 * self.N)
+        maxit = max(1000, 20 * self.N)
         if self.be.is_torch:
             from ..linalg.krylov import minres
 
@@ -959,8 +953,7 @@ class SketchedALNewton:
             V = ops.dev(V)
             KV = K(V)
             rows = (KV * KV).mean(-1)
-        rows = rows + 1e-300
-        return rows / rows.sum(-1, keepdims=True) if not self.be.is_torch else rows / rows.sum(-1, keepdim=True)
+        return row_sampling_weights(rows + 1e-300)
 
     def _finish(self, st, mask, reason):
         mask = mask & ~st.done
@@ -998,14 +991,14 @@ class SketchedALNewton:
         common = dict(backend=be.name, device=be.device_str, dtype=be.dtype_str,
                       options=self.options, wall_time=time.perf_counter() - st.t_start,
                       history=st.history if self.options.record_history else None, seed=self.seed)
-        batched = be.is_torch and (self.problem.x0.ndim == 2 or self._x0_override() is not None and
-                                   self._x0_override().ndim == 2 or B > 1)
-        mode = self.options.mode
+        xo = self._x0_override()
+        batched = be.is_torch and (B > 1 or getattr(self.problem.x0, "ndim", 1) == 2
+                                   or (xo is not None and xo.ndim == 2))
         if not batched:
             reason = reasons[0]
             return NLPResult(
                 x=st.x[0], fun=float(ops.host(st.f)[0]), status=Status(statuses[0]),
-                message=_message(reason, mode) + self._notes.get(0, ""), nit=int(st.nit[0]),
+                message=_MESSAGES.get(reason, reason) + self._notes.get(0, ""), nit=int(st.nit[0]),
                 nfev=int(counts["nfev"][0]),
                 kkt_residual=float(kkt[0]), constraint_violation=float(cv[0]),
                 multipliers=st.lam[0], stationarity=float(stat[0]), reason=reason,
@@ -1108,10 +1101,6 @@ _MESSAGES = {
     "nonfinite": "non-finite value in the derivatives or the direction; last finite iterate returned",
     "callback": "stopped by the callback",
 }
-
-
-def _message(reason, mode):
-    return _MESSAGES.get(reason, reason)
 
 
 def solve(problem: Problem, method: str = "sketched-al-newton", **options) -> NLPResult:

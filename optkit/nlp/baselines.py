@@ -21,24 +21,12 @@ import numpy as np
 from .._errors import DependencyError, InvalidProblemError
 from .._result import Status
 from ._result import NLPResult
-from .problem import Problem
+from .problem import Problem, _dense, _is_sparse
 
 __all__ = ["ipopt", "scipy_trust_constr", "scipy_slsqp", "common_kkt"]
 
 #: largest n for which a matrix is assembled from JVP/VJP/HVP products (n products each)
 MAX_PRODUCT_N = 5000
-
-
-def _is_sparse(a) -> bool:
-    import scipy.sparse as sp
-
-    return sp.issparse(a)
-
-
-def _todense(a) -> np.ndarray:
-    if _is_sparse(a):
-        return a.toarray()
-    return np.asarray(a, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------- oracles
@@ -107,7 +95,7 @@ class _Derivs:
         return np.vstack([np.asarray(p.vjp(x, E[i]), dtype=np.float64).reshape(-1) for i in range(self.m)])
 
     def J(self, x) -> np.ndarray:
-        return _todense(self.jac(x))
+        return _dense(self.jac(x))
 
     # -- second order
     def hess(self, x, lam):
@@ -130,7 +118,7 @@ class _Derivs:
         return 0.5 * (H + H.T)
 
     def H(self, x, lam) -> np.ndarray:
-        return _todense(self.hess(x, lam))
+        return _dense(self.hess(x, lam))
 
     def hess_obj(self, x):
         """``grad^2 f`` (= ``H(x, 0)``)."""
@@ -454,7 +442,7 @@ def ipopt(problem: Problem, tol: float = 1e-8, max_iter: int = 3000, x0=None, y0
             if jac_sparse:
                 G = G.tocsr() if _is_sparse(G) else G
                 return np.asarray(G[jrows, jcols]).reshape(-1)
-            return _todense(G).reshape(-1)
+            return _dense(G).reshape(-1)
 
         def jacobianstructure(self):
             return jrows, jcols
@@ -542,7 +530,7 @@ def scipy_trust_constr(problem: Problem, gtol: float = 1e-8, xtol: float = 1e-12
 
     def jac(x):
         G = d.jac(x)
-        return G if sparse_j else _todense(G)
+        return G if sparse_j else _dense(G)
 
     def hess_f(x):
         if not d.has_f:

@@ -281,12 +281,11 @@ def check_problem(problem: Problem, x=None, derivatives: bool = False, lam=None,
     from ._oracle import NumpyFunctions
 
     fn = NumpyFunctions(problem)
-    _, g0 = fn.fg(x)
+    fn.check_at(x, lam)
     out = {}
     if not derivatives:
-        fn.check_at(x, lam)
         return out
-    fn.check_at(x, lam)
+    _, g0 = fn.fg(x)
     h = 1e-6 * max(1.0, float(np.max(np.abs(x))))
 
     def rel(a, b):
