@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from .._backend import get_torch
 from .._errors import ConvergenceError, InvalidProblemError
 
@@ -132,11 +130,6 @@ class _ImplicitFn(torch.autograd.Function):
         n = layer.n
         u, v = w[:, :n], w[:, n:]
         F = layer._F
-
-        def pull(x1, l1, u1, v1, *ps):
-            _, vjp = torch.func.vjp(lambda *qs: F(x1, l1, *qs), *ps)
-            return vjp(torch.cat([u1, v1]))
-
         grads = []
         if params:
             idx = [i for i, p in enumerate(params) if p.is_floating_point()]
@@ -154,8 +147,7 @@ class _ImplicitFn(torch.autograd.Function):
                 _, vjp = torch.func.vjp(F_of, *fps)
                 return vjp(torch.cat([u1, v1]))
 
-            out = torch.func.vmap(pull_f, in_dims=(0, 0, 0, 0, *fdims),
-                                  out_dims=tuple(0 if d == 0 else 0 for d in fdims))(x, lam, u, v, *fl)
+            out = torch.func.vmap(pull_f, in_dims=(0, 0, 0, 0, *fdims), out_dims=0)(x, lam, u, v, *fl)
             gi = {}
             for j, i in enumerate(idx):
                 gr = -out[j]
@@ -163,7 +155,6 @@ class _ImplicitFn(torch.autograd.Function):
                     gr = gr.sum(0)
                 gi[i] = gr
             grads = [gi.get(i) for i in range(len(params))]
-        del pull
         return (None, None, None, *grads)
 
 
@@ -337,7 +328,3 @@ class EqualityConstrainedLayer(torch.nn.Module):
 
     def extra_repr(self):
         return f"n={self.n}, m={self.m}, diff_mode={self.diff_mode!r}"
-
-
-def _np(x):
-    return np.asarray(x.detach().cpu())
