@@ -918,15 +918,15 @@ def run_batch_qp(args) -> int:
     def f(x, p_, A_, b_):
         return 0.5 * x @ (Qt @ x) + p_ @ x
 
+    def c(x, p_, A_, b_):
+        return A_ @ x - b_
+
+    params = tuple(torch.as_tensor(v, device=device) for v in (p, A, b))
+    x0 = torch.zeros(B, n, dtype=torch.float64, device=device)
+    prob = Problem.from_torch(f, c, x0, params=params)
+    small = Problem.from_torch(f, c, x0[:2], params=tuple(v[:2] for v in params))
+    numpy_problems = [Problem.from_qp(Q, p[i], A[i], b[i]) for i in range(min(args.numpy_sample, B))]
     for solver in ("sketch-and-project", "direct"):
-
-        def c(x, p_, A_, b_):
-            return A_ @ x - b_
-
-        params = tuple(torch.as_tensor(v, device=device) for v in (p, A, b))
-        x0 = torch.zeros(B, n, dtype=torch.float64, device=device)
-        prob = Problem.from_torch(f, c, x0, params=params)
-        small = Problem.from_torch(f, c, x0[:2], params=tuple(v[:2] for v in params))
         solve(small, linear_solver=solver)  # warm-up (kernels, vmap tracing)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -935,11 +935,11 @@ def run_batch_qp(args) -> int:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t_batch = time.perf_counter() - t0
-        k = min(args.numpy_sample, B)
+        k = len(numpy_problems)
         t0 = time.perf_counter()
         errs, ok = [], 0
-        for i in range(k):
-            r = solve(Problem.from_qp(Q, p[i], A[i], b[i]), linear_solver=solver)
+        for i, qp in enumerate(numpy_problems):
+            r = solve(qp, linear_solver=solver)
             ok += bool(r.success)
             errs.append(float(np.max(np.abs(r.x - res.x[i].detach().cpu().numpy()))))
         t_np = (time.perf_counter() - t0) / k
