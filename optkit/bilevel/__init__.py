@@ -1,0 +1,12 @@
+"""Bilevel optimization with coupled lower-level constraints (spec bilevel).
+
+``optkit.bilevel.solve(problem, method="barrier" | "kkt")`` on a :class:`BilevelProblem`.
+"""
+
+from ._result import BatchedBilevelResult, BilevelResult
+from ._solve import METHODS, solve
+from .barrier import BarrierOptions, BarrierSolver, BarrierState
+from .problem import BilevelProblem, Box, LowerLP, LowerQP
+
+__all__ = ["solve", "METHODS", "BilevelProblem", "LowerQP", "LowerLP", "Box", "BilevelResult",
+           "BatchedBilevelResult", "BarrierSolver", "BarrierState", "BarrierOptions"]
