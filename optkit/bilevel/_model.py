@@ -174,16 +174,13 @@ class _Base:
         return np.stack([np.asarray(v, dtype=float).reshape(self.m) for v in self._call_batched(self.p.g, X, Y)])
 
     def grad_F(self, X, Y):
-        if self.be.is_torch and self.p.grad_F is None:
+        # torch solves differentiate the callables themselves: the numpy oracles may not take tensors
+        if self.be.is_torch:
             return self.tf().grad_F(X, Y, self.params)
         if self.p.grad_F is not None:
             outs = self._call_batched(self.p.grad_F, X, Y)
-            gx = [o[0] for o in outs]
-            gy = [o[1] for o in outs]
-            if self.be.is_torch:
-                torch = self.ops.torch
-                return torch.stack([torch.as_tensor(v) for v in gx]).to(X), torch.stack([torch.as_tensor(v) for v in gy]).to(X)
-            return np.stack([np.asarray(v, float) for v in gx]), np.stack([np.asarray(v, float) for v in gy])
+            return (np.stack([np.asarray(o[0], float) for o in outs]),
+                    np.stack([np.asarray(o[1], float) for o in outs]))
         return _host_call(self.tf().grad_F, X, Y, self.params_host)
 
     def grad_f_x(self, X, Y):
