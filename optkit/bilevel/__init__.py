@@ -3,6 +3,7 @@
 ``optkit.bilevel.solve(problem, method="barrier" | "kkt")`` on a :class:`BilevelProblem`.
 """
 
+from . import _register  # noqa: F401  (registers the solvers for the contract tests)
 from ._result import BatchedBilevelResult, BilevelResult
 from ._solve import METHODS, solve
 from .barrier import BarrierOptions, BarrierSolver, BarrierState
