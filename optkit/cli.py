@@ -32,10 +32,24 @@ def _comma_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _seed_count(text: str) -> int:
+    """``N`` seeds (0 .. N-1), or the range ``0-K`` (K + 1 seeds), as some specs write it."""
+    text = text.strip()
+    if "-" in text:
+        lo, _, hi = text.partition("-")
+        if lo.strip() != "0" or not hi.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"--seeds: expected N or 0-K, got {text!r}")
+        return int(hi) + 1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds: expected N or 0-K, got {text!r}") from None
+
+
 def add_common_bench_flags(p: argparse.ArgumentParser) -> None:
     """Flags every benchmark understands (DESIGN.md §7)."""
     p.add_argument("--methods", type=_comma_list, default=None, help="comma list of methods")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds, from 0")
+    p.add_argument("--seeds", type=_seed_count, default=1, help="number of seeds from 0 (N), or 0-K")
     p.add_argument("--time-limit", type=float, default=None, help="seconds per solve")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])

@@ -90,7 +90,8 @@ class BarrierOptions(Options):
     linear_solver: str = option("cholesky", kind="choice", choices=("cholesky",),
                                 doc="Newton and adjoint solves (batched Cholesky, factor reused)")
     strict_dtype: bool = option(False, kind="bool",
-                                doc="float32 with t_min < 1e-4: raise instead of solving in float64")
+                                doc="float32 inputs: solve in float32 (t_min >= 1e-4) or raise (t_min < 1e-4) "
+                                    "instead of solving in float64 and returning float32")
 
     def __post_init__(self):
         super().__post_init__()
@@ -160,12 +161,17 @@ class BarrierSolver:
             if be.dtype in (torch.float16, torch.bfloat16):
                 raise BackendError(f"dtype: {be.dtype} is too coarse for barrier solves; use float32 or float64")
             self.out_dtype = be.dtype
-            if be.dtype == torch.float32 and o.t_min < 1e-4:
-                if o.strict_dtype:
+            if be.dtype == torch.float32:
+                # float32 hypergradients cancel: on V1 at t = 1e-4, grad_x F - H_xy v rounded to exactly 0
+                # at x = 0.999 (true 2e-3), a false CONVERGED. Solves run in float64 unless strict_dtype.
+                if o.strict_dtype and o.t_min < 1e-4:
                     raise InvalidProblemError(f"dtype: float32 with t_min = {o.t_min} < 1e-4 loses the adjoint "
                                               "accuracy; use float64 or raise t_min")
-                warnings.warn("float32 with t_min < 1e-4: solving in float64 (spec bilevel §8)", stacklevel=3)
-                be = Backend("torch", be.device, torch.float64)
+                if not o.strict_dtype:
+                    if o.t_min < 1e-4:
+                        warnings.warn("float32 with t_min < 1e-4: solving in float64 (spec bilevel §8)",
+                                      stacklevel=4)
+                    be = Backend("torch", be.device, torch.float64)
         else:
             if np.dtype(be.dtype) in (np.float16,):
                 raise BackendError("dtype: float16 is too coarse for barrier solves")
@@ -276,6 +282,11 @@ class BarrierSolver:
         return ctx
 
     # ------------------------------------------------------------------ lower level
+    def _eps(self):
+        if self.be.is_torch:
+            return float(self.ops.torch.finfo(self.be.dtype).eps)
+        return _EPS
+
     def _frac_to_boundary(self, ctx, Y, D, s, act):
         """Largest step keeping g < 0: closed form for affine g, else halving from 1."""
         ops, model = self.ops, self.model
@@ -304,6 +315,7 @@ class BarrierSolver:
         """
         o, ops, model = self.opts, self.ops, self.model
         B = Y.shape[0]
+        eps = self._eps()
         code = np.full(B, _LL_OK)
         running = act.copy()
         steps = np.zeros(B, int)
@@ -329,10 +341,12 @@ class BarrierSolver:
             gd = ops.host(ops.dot(grad, D))
             dec = -gd / 2
             scale = np.maximum(1.0, np.abs(f0))
-            stop = running & (dec <= o.ll_tol * scale)
+            # the attainable accuracy of f_t is eps |f_t| in the working dtype (float32: 1e-7)
+            stop = running & (dec <= max(o.ll_tol, 10 * eps) * scale)
             a = self._frac_to_boundary(ctx, Y, D, s, running)
-            armijo = running & (dec > 1e-8)
-            slack = 10 * _EPS * scale
+            # below ~eps |f_t| Armijo cannot see a decrease: take the capped full step (spec §3.1 step 4)
+            armijo = running & (dec > np.maximum(1e-8, 1e3 * eps * scale))
+            slack = 10 * eps * scale
             for _ in range(60):
                 if not armijo.any():
                     break
@@ -368,7 +382,7 @@ class BarrierSolver:
             yi = None
             if p.y_interior is not None and o.restoration in ("auto", "interior"):
                 yi = self._toward_interior(ctx, X, Y, i)
-            if yi is None and model.linear_in_y and o.restoration in ("auto", "phase1"):
+            if yi is None and isinstance(model, StructuredModel) and o.restoration in ("auto", "phase1"):
                 yi = self._phase1(ctx, i)
             if yi is not None:
                 Y[i] = yi
@@ -492,8 +506,8 @@ class BarrierSolver:
             Fp = ops.host(model.F(Xp, Yp)) if (searching & okn).any() else np.full(self.B, math.inf)
             dx2 = ops.host(((Xp - X) ** 2).sum(-1))
             good = searching & okn & np.isfinite(Fp)
-            if o.step == "armijo":
-                good &= Fp <= st.phi - o.armijo_c / a * dx2
+            if o.step == "armijo":  # roundoff slack: float32 cannot resolve changes below eps |phi|
+                good &= Fp <= st.phi - o.armijo_c / a * dx2 + 10 * self._eps() * np.maximum(1.0, np.abs(st.phi))
             acc = good
             if acc.any():
                 m = ops.mask(acc)
