@@ -289,7 +289,7 @@ class StructuredModel(_Base):
         A = ctx["A"]
         grad = ctx["q"] + t * self.ops.mtv(A, 1.0 / s)
         W = A * (1.0 / s)[..., None]
-        H = t * (W.transpose(-1, -2) @ W) if self.be.is_torch else t * np.einsum("bmi,bmj->bij", W, W)
+        H = t * (W.transpose(-1, -2) @ W) if self.be.is_torch else t * (W.swapaxes(-1, -2) @ W)
         if ctx["Q"] is not None:
             grad = grad + self.ops.mv(ctx["Q"], Y)
             H = H + ctx["Q"]
