@@ -129,7 +129,9 @@ def _run_one(method, label, seed, problem, limit, extras):
     def cb(info):
         trace.append((time.perf_counter() - t0, np.array(info.x, dtype=float, copy=True)))
 
-    opts = dict(time_limit=limit, callback=cb, resolve_lower=False, **extras.get(method, {}))
+    # the budget is the time limit: no method stops early on its default iteration cap
+    opts = dict(time_limit=limit, callback=cb, resolve_lower=False, max_iter=10**7)
+    opts.update(extras.get(method, {}))
     x0 = np.asarray(problem.x0, dtype=float) if problem.x0 is not None else np.zeros(problem.n_x)
     trace.append((0.0, x0.copy()))
     try:
