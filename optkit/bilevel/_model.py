@@ -117,6 +117,15 @@ class Ops:
         return np.asarray(m)
 
 
+def _stack(rows, shape=None):
+    """Stack per-instance numpy outputs as float64 (B = 1, the numpy path, without np.stack)."""
+    if len(rows) == 1:
+        a = np.asarray(rows[0], dtype=float)
+        return (a.reshape(shape) if shape is not None else a)[None]
+    return np.stack([np.asarray(r, dtype=float).reshape(shape) if shape is not None else np.asarray(r, float)
+                     for r in rows])
+
+
 def _box_rows(Y, n_y):
     """Finite bounds of a Box Y as extra rows ``G y <= h``: returns (G, h) host arrays or None."""
     if Y is None:
@@ -137,9 +146,7 @@ class _Base:
     def __init__(self, problem, be: Backend, ops: Ops):
         self.p, self.be, self.ops = problem, be, ops
         self.n_x, self.n_y, self.m = problem.n_x, problem.n_y, problem.m
-        if problem.Y is not None and not isinstance(problem.Y, Box):
-            raise InvalidProblemError("Y: the barrier method needs a Box (or None), not a projection callable")
-        self.box = _box_rows(problem.Y, problem.n_y)
+        self.box = _box_rows(problem.Y, problem.n_y) if isinstance(problem.Y, Box) else None
         self.m_tot = self.m + (0 if self.box is None else self.box[0].shape[0])
         self.params_host = tuple(ops.host(v) if hasattr(v, "shape") else v for v in problem.params)
         self.params = tuple(ops.arr(v) if hasattr(v, "shape") else v for v in problem.params)
@@ -153,8 +160,7 @@ class _Base:
 
     def _call_batched(self, fn, X, Y, *extra):
         """Evaluate a per-instance numpy callable over the batch, stacking the outputs."""
-        outs = [fn(X[i], Y[i], *[e[i] for e in extra], *self.params) for i in range(X.shape[0])]
-        return outs
+        return [fn(X[i], Y[i], *[e[i] for e in extra], *self.params) for i in range(X.shape[0])]
 
     def F(self, X, Y):
         if self.be.is_torch:
@@ -171,7 +177,7 @@ class _Base:
             return self.ops.zeros(X.shape[0], 0)
         if self.be.is_torch:
             return self.tf().g(X, Y, self.params)
-        return np.stack([np.asarray(v, dtype=float).reshape(self.m) for v in self._call_batched(self.p.g, X, Y)])
+        return _stack(self._call_batched(self.p.g, X, Y), (self.m,))
 
     def grad_F(self, X, Y):
         # torch solves differentiate the callables themselves: the numpy oracles may not take tensors
@@ -179,13 +185,30 @@ class _Base:
             return self.tf().grad_F(X, Y, self.params)
         if self.p.grad_F is not None:
             outs = self._call_batched(self.p.grad_F, X, Y)
-            return (np.stack([np.asarray(o[0], float) for o in outs]),
-                    np.stack([np.asarray(o[1], float) for o in outs]))
+            return _stack([o[0] for o in outs]), _stack([o[1] for o in outs])
         return _host_call(self.tf().grad_F, X, Y, self.params_host)
+
+    def grad_f(self, X, Y):
+        """``(grad_x f, grad_y f)`` over the batch."""
+        if self.be.is_torch:
+            return self.tf().grad_f(X, Y, self.params)
+        if self.p.grad_f is not None:
+            outs = self._call_batched(self.p.grad_f, X, Y)
+            return _stack([o[0] for o in outs], (self.n_x,)), _stack([o[1] for o in outs], (self.n_y,))
+        return _host_call(self.tf().grad_f, X, Y, self.params_host)
+
+    def vjp_g(self, X, Y, Lam):
+        """``(J_x g^T lam, J_y g^T lam)`` for the user rows over the batch."""
+        if self.be.is_torch:
+            return self.tf().vjp_g(X, Y, Lam, self.params)
+        if self.p.vjp_g is not None:
+            outs = self._call_batched(self.p.vjp_g, X, Y, Lam)
+            return _stack([o[0] for o in outs], (self.n_x,)), _stack([o[1] for o in outs], (self.n_y,))
+        return _host_call(self.tf().vjp_g, X, Y, self.params_host, Lam=Lam)
 
     def grad_f_x(self, X, Y):
         if self.p.grad_f is not None and not self.be.is_torch:
-            return np.stack([np.asarray(o[0], float) for o in self._call_batched(self.p.grad_f, X, Y)])
+            return _stack([o[0] for o in self._call_batched(self.p.grad_f, X, Y)])
         if self.be.is_torch:
             return self.tf().grad_f(X, Y, self.params)[0]
         return _host_call(self.tf().grad_f, X, Y, self.params_host)[0]
@@ -193,7 +216,7 @@ class _Base:
     def vjp_g_x(self, X, Y, Lam):
         """``J_x g(x, y)^T lam`` for the user rows."""
         if self.p.vjp_g is not None and not self.be.is_torch:
-            return np.stack([np.asarray(o[0], float) for o in self._call_batched(self.p.vjp_g, X, Y, Lam)])
+            return _stack([o[0] for o in self._call_batched(self.p.vjp_g, X, Y, Lam)])
         if self.be.is_torch:
             return self.tf().vjp_g(X, Y, Lam, self.params)[0]
         return _host_call(self.tf().vjp_g, X, Y, self.params_host, Lam=Lam)[0]
@@ -239,7 +262,7 @@ class StructuredModel(_Base):
             except Exception:
                 out = torch.stack([torch.as_tensor(part(X[i], *self.params)).to(X) for i in range(B)])
         else:
-            out = np.stack([np.asarray(part(X[i], *self.params), dtype=float) for i in range(B)])
+            out = _stack([part(X[i], *self.params) for i in range(B)])
         if tuple(out.shape[1:]) != shape:
             raise InvalidProblemError(f"lower: a data callable returned shape {tuple(out.shape[1:])}, expected {shape}")
         return out

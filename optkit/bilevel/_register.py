@@ -36,6 +36,9 @@ FIELDS = ("y", "fun_resolved", "y_resolved", "ll_gap", "multipliers", "t", "hype
 register(SolverEntry(name="bilevel.barrier", solve=functools.partial(solve, method="barrier"), make_case=_case,
                      invalid_cases=_invalid, capabilities=frozenset({"iterative", "callback", "torch", "time_limit"}),
                      fields=FIELDS))
+register(SolverEntry(name="bilevel.lvhba", solve=functools.partial(solve, method="lvhba", max_iter=200),
+                     make_case=_case, invalid_cases=_invalid,
+                     capabilities=frozenset({"iterative", "callback", "torch", "time_limit"}), fields=FIELDS))
 register(SolverEntry(name="bilevel.kkt", solve=functools.partial(solve, method="kkt"), make_case=_case,
                      invalid_cases=_invalid, capabilities=frozenset({"iterative", "callback", "time_limit"}),
                      fields=FIELDS))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._errors import InvalidProblemError
 
-METHODS = ("barrier", "kkt")
+METHODS = ("barrier", "lvhba", "kkt")
 
 
 def solve(problem, method: str = "barrier", *, x0=None, y0=None, tol=1e-6, max_iter=None, time_limit=None,
@@ -15,15 +15,17 @@ def solve(problem, method: str = "barrier", *, x0=None, y0=None, tol=1e-6, max_i
     Parameters
     ----------
     problem : BilevelProblem
-    method : {"barrier", "kkt"}
+    method : {"barrier", "lvhba", "kkt"}
         ``"barrier"``: log-barrier smoothing with exact implicit hypergradients and ``t -> 0``
-        (:class:`~optkit.bilevel.BarrierOptions`); ``"kkt"``: exact lower-level solves with the
-        active-set implicit gradient (baseline and reference).
+        (:class:`~optkit.bilevel.BarrierOptions`); ``"lvhba"``: the single-loop Hessian-free
+        proximal-Lagrangian value-function method (:class:`~optkit.bilevel.lvhba.LVHBAOptions`);
+        ``"kkt"``: exact lower-level solves with the active-set implicit gradient (baseline and
+        reference).
     x0, y0 : array, optional
         Starts (default the problem's; y0 then ``y_interior(x0)`` or zeros). Torch tensors with a
         leading batch dimension solve a batch (barrier).
     tol, max_iter, time_limit, verbose, callback, record_history
-        As everywhere in optkit; ``max_iter`` defaults to 2000.
+        As everywhere in optkit; ``max_iter`` defaults to 2000 (lvhba: 20000).
     device, dtype
         Move a solve to torch / choose its dtype.
     resolve_lower : bool
@@ -45,6 +47,11 @@ def solve(problem, method: str = "barrier", *, x0=None, y0=None, tol=1e-6, max_i
 
         return barrier(problem, x0=x0, y0=y0, device=device, dtype=dtype, resolve_lower=resolve_lower,
                        **common, **method_options)
+    if method == "lvhba":
+        from .lvhba import lvhba
+
+        return lvhba(problem, x0=x0, y0=y0, device=device, dtype=dtype, resolve_lower=resolve_lower,
+                     **common, **method_options)
     if method == "kkt":
         from .kkt import kkt
 

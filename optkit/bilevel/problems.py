@@ -14,10 +14,11 @@ import numpy as np
 
 from .._backend import is_torch
 from .problem import BilevelProblem, Box, LowerLP, LowerQP, _like
+from .sets import Affine, BudgetCone, Halfspace, Hyperplane
 
 __all__ = ["sum_coupled_qp", "budget_lp", "synthetic_qp", "price_setting", "lp_analytic_centre",
            "nonconvex_toy", "svm_hyperparam", "svm_hyperparam_data", "svm_test_accuracy", "SVMData",
-           "read_libsvm"]
+           "read_libsvm", "llc_toy", "gaffa_toy", "llsc_toy"]
 
 
 def _sum(v):
@@ -47,17 +48,13 @@ def sum_coupled_qp(n: int = 4) -> BilevelProblem:
     def vjp_g(x, y, lam):
         return -lam[0] * np.ones(n), lam[0] * np.ones(n)
 
-    def proj_C(x, y):
-        s = float(y.sum() - x.sum())
-        if s <= 0:
-            return x, y
-        return x + s / (2 * n), y - s / (2 * n)
 
     lower = LowerQP(Q=np.eye(n), q=-a, A=np.ones((1, n)), b=lambda x: _sum(x))
     F_star = n + 3 * n * (n + 1) / (8 * (n - 1))
     sol = dict(x=np.ones(n), y=a - 1.5, F=F_star, lam=np.array([1.5]))
     return BilevelProblem(F, n_x=n, n_y=n, m=1, lower=lower, grad_F=grad_F, grad_f=grad_f, vjp_g=vjp_g,
-                          proj_C=proj_C, x0=np.zeros(n), y0=-10.0 * np.ones(n), name=f"sum_coupled_qp({n})",
+                          proj_C=Halfspace(np.concatenate([-np.ones(n), np.ones(n)]), 0.0), x0=np.zeros(n),
+                          y0=-10.0 * np.ones(n), name=f"sum_coupled_qp({n})",
                           solution=sol)
 
 
@@ -90,6 +87,7 @@ def budget_lp() -> BilevelProblem:
     lower = LowerLP(c=c, A=A, b=b)
     sol = dict(x=np.array([1.0]), y=np.array([1.0, 0.0, 0.0]), F=4.0, lam=np.array([0.0, 1.0, 2.0, 3.0]))
     return BilevelProblem(F, n_x=1, n_y=3, m=4, lower=lower, grad_F=grad_F, grad_f=grad_f, vjp_g=vjp_g,
+                          proj_C=BudgetCone(),
                           x0=np.array([4.0]), y0=0.1 * np.ones(3), name="budget_lp", solution=sol)
 
 
@@ -670,3 +668,116 @@ def svm_hyperparam(path=None, seed: int = 0, n_train: int = 500, n_val: int = 15
     return BilevelProblem(Fc, n_x=n, n_y=ny, m=2 * n, X=Box(1e-4, np.inf), Y=Y, lower=lower, grad_F=grad_Fc,
                           grad_f=grad_fc, vjp_g=vjp_gc, x0=rng.uniform(1.0, 5.0, n), y0=y0,
                           name=f"svm_hyperparam_coupled({tag})")
+
+
+# ---------------------------------------------------------------------------------------------
+# LV-HBA toys (spec V3, V4, R5): equality-coupled, merely convex lower levels
+
+
+def _llc_f(x, y, n):
+    y1, y2 = y[:n], y[n:]
+    return 0.5 * (y1 @ y1) - x @ y1 + y2.sum()
+
+
+def _llc_grad_f(x, y, n):
+    y1 = y[:n]
+    return -y1, _cat([y1 - x, np.ones(n)], y)
+
+
+def llc_toy(n: int = 100) -> BilevelProblem:
+    """V3, the LV-HBA paper's LLC toy (from E-AiPOD): an equality row, a merely convex lower level.
+
+    ``y = (y1, y2)``; ``F = 1/2||x - y2||^2 + 1/2||y1 - 1||^2``, ``f = 1/2||y1||^2 - x^T y1 + 1^T y2``,
+    ``g = 1^T x + 1^T y1 + 1^T y2 = 0``. The LL solution set is ``y1 = x + 1`` with ``y2`` free on the
+    row (non-unique); optimistic solution ``x* = -0.3``, ``y1* = 0.7``, ``y2* = -0.4`` (all entries),
+    ``F* = 0.05 n``, multiplier -1. ``proj_C``: subtract the mean of the stacked (x, y). Start
+    ``x = y = 0`` (the projections of the authors' ``10 * 1``).
+    """
+    def F(x, y):
+        y1, y2 = y[:n], y[n:]
+        return 0.5 * ((x - y2) ** 2).sum() + 0.5 * ((y1 - 1.0) ** 2).sum()
+
+    def grad_F(x, y):
+        y1, y2 = y[:n], y[n:]
+        return x - y2, _cat([y1 - 1.0, y2 - x], y)
+
+    def g(x, y):
+        return (x.sum() + y.sum()).reshape(1)
+
+    def vjp_g(x, y, lam):
+        return lam[0] + 0.0 * x, lam[0] + 0.0 * y
+
+    sol = dict(x=np.full(n, -0.3), y=np.concatenate([np.full(n, 0.7), np.full(n, -0.4)]), F=0.05 * n,
+               lam=np.array([-1.0]))
+    return BilevelProblem(F, f=lambda x, y: _llc_f(x, y, n), g=g, n_x=n, n_y=2 * n, m=1,
+                          eq_mask=np.array([True]), proj_C=Hyperplane(np.ones(3 * n), 0.0), grad_F=grad_F,
+                          grad_f=lambda x, y: _llc_grad_f(x, y, n), vjp_g=vjp_g, x0=np.zeros(n),
+                          y0=np.zeros(2 * n), name=f"llc_toy({n})", solution=sol)
+
+
+def gaffa_toy(n: int = 1000, P: int = 1) -> BilevelProblem:
+    """V4, the BiC-GAFFA toy with ``P = 1``: ``F = (y1 - 2)^T (x - 1) + ||y2 + 3||^2``, f as V3,
+    ``g = 1^T x + 1^T y1 + 1^T y2 = 0``. Solution ``x* = 1``, ``y1* = 2``, ``y2* = -3``, ``F* = 0``,
+    multiplier -1 (the edge of the authors' multiplier box ``[-1, 1]``: spec flaw 14).
+
+    Only ``P = 1`` (convex C) is provided: ``P = 3`` (``h = sum x_i^3``) makes C nonconvex and needs a
+    local projection that this release does not ship.
+    """
+    if P != 1:
+        raise ValueError(f"P: only P = 1 (the convex coupled set) is provided, got {P}")
+    def F(x, y):
+        y1, y2 = y[:n], y[n:]
+        return ((y1 - 2.0) * (x - 1.0)).sum() + ((y2 + 3.0) ** 2).sum()
+
+    def grad_F(x, y):
+        y1, y2 = y[:n], y[n:]
+        return y1 - 2.0, _cat([x - 1.0, 2.0 * (y2 + 3.0)], y)
+
+    def g(x, y):
+        return (x.sum() + y.sum()).reshape(1)
+
+    def vjp_g(x, y, lam):
+        return lam[0] + 0.0 * x, lam[0] + 0.0 * y
+
+    sol = dict(x=np.ones(n), y=np.concatenate([np.full(n, 2.0), np.full(n, -3.0)]), F=0.0, lam=np.array([-1.0]))
+    return BilevelProblem(F, f=lambda x, y: _llc_f(x, y, n), g=g, n_x=n, n_y=2 * n, m=1,
+                          eq_mask=np.array([True]), proj_C=Hyperplane(np.ones(3 * n), 0.0), grad_F=grad_F,
+                          grad_f=lambda x, y: _llc_grad_f(x, y, n), vjp_g=vjp_g, x0=np.zeros(n),
+                          y0=np.zeros(2 * n), name=f"gaffa_toy({n})", solution=sol)
+
+
+def llsc_toy(seed: int = 0, n: int = 100, m: int = 90) -> BilevelProblem:
+    """R5, the LV-HBA paper's LLSC toy with data regenerated from ``seed`` (the authors' .npy files
+    carry no licence): ``F = sin(c^T x + d^T y) + log(||x + y||^2 + 1)``, ``f = 1/2||x - y||^2``,
+    LL constraint ``A y + H x = 0`` (m equality rows), ``X = {B x = 0}`` with B = m/2 random rows
+    (the authors' other m/2 rows are zero and dropped here). ``A, H, B, c, d ~ U(0, 1)``.
+    ``proj_C``: the affine set ``{H x + A y = 0, B x = 0}`` with one cached factorisation. No known
+    solution (F vs time).
+    """
+    rng = np.random.default_rng(seed)
+    A = rng.random((m, n))
+    H = rng.random((m, n))
+    Bx = rng.random((m // 2, n))
+    c, d = rng.random(n), rng.random(n)
+    Pm = np.vstack([np.hstack([H, A]), np.hstack([Bx, np.zeros((m // 2, n))])])
+
+    def F(x, y):
+        s = x + y
+        return _fn("sin", _like(c, x) @ x + _like(d, y) @ y) + _fn("log", s @ s + 1.0)
+
+    def grad_F(x, y):
+        s = x + y
+        a = np.cos(c @ x + d @ y)
+        w = 2.0 * s / (s @ s + 1.0)
+        return a * c + w, a * d + w
+
+    def g(x, y):
+        return _like(A, y) @ y + _like(H, x) @ x
+
+    def vjp_g(x, y, lam):
+        return H.T @ lam, A.T @ lam
+
+    return BilevelProblem(F, f=lambda x, y: 0.5 * ((x - y) ** 2).sum(), g=g, n_x=n, n_y=n, m=m,
+                          eq_mask=np.ones(m, bool), proj_C=Affine(Pm, np.zeros(Pm.shape[0])), grad_F=grad_F,
+                          grad_f=lambda x, y: (x - y, y - x), vjp_g=vjp_g, x0=np.zeros(n), y0=np.zeros(n),
+                          name=f"llsc_toy(seed={seed})")
