@@ -684,7 +684,7 @@ def _llc_grad_f(x, y, n):
     return -y1, _cat([y1 - x, np.ones(n)], y)
 
 
-def llc_toy(n: int = 100) -> BilevelProblem:
+def llc_toy(n: int = 100, normalize: bool = False) -> BilevelProblem:
     """V3, the LV-HBA paper's LLC toy (from E-AiPOD): an equality row, a merely convex lower level.
 
     ``y = (y1, y2)``; ``F = 1/2||x - y2||^2 + 1/2||y1 - 1||^2``, ``f = 1/2||y1||^2 - x^T y1 + 1^T y2``,
@@ -692,7 +692,12 @@ def llc_toy(n: int = 100) -> BilevelProblem:
     row (non-unique); optimistic solution ``x* = -0.3``, ``y1* = 0.7``, ``y2* = -0.4`` (all entries),
     ``F* = 0.05 n``, multiplier -1. ``proj_C``: subtract the mean of the stacked (x, y). Start
     ``x = y = 0`` (the projections of the authors' ``10 * 1``).
+
+    ``normalize=True`` divides the row by ``sqrt(3 n)`` (same set, multiplier ``-sqrt(3 n)``). LV-HBA is
+    not invariant to that scaling: with the raw row ``||J_theta g|| = sqrt(2 n)`` and the ``llc`` preset
+    diverges for ``n >= 1000``; with the unit row its iterates do not depend on n.
     """
+    s = math.sqrt(3 * n) if normalize else 1.0
     def F(x, y):
         y1, y2 = y[:n], y[n:]
         return 0.5 * ((x - y2) ** 2).sum() + 0.5 * ((y1 - 1.0) ** 2).sum()
@@ -702,17 +707,18 @@ def llc_toy(n: int = 100) -> BilevelProblem:
         return x - y2, _cat([y1 - 1.0, y2 - x], y)
 
     def g(x, y):
-        return (x.sum() + y.sum()).reshape(1)
+        return ((x.sum() + y.sum()) / s).reshape(1)
 
     def vjp_g(x, y, lam):
-        return lam[0] + 0.0 * x, lam[0] + 0.0 * y
+        return lam[0] / s + 0.0 * x, lam[0] / s + 0.0 * y
 
     sol = dict(x=np.full(n, -0.3), y=np.concatenate([np.full(n, 0.7), np.full(n, -0.4)]), F=0.05 * n,
-               lam=np.array([-1.0]))
+               lam=np.array([-s]))
     return BilevelProblem(F, f=lambda x, y: _llc_f(x, y, n), g=g, n_x=n, n_y=2 * n, m=1,
                           eq_mask=np.array([True]), proj_C=Hyperplane(np.ones(3 * n), 0.0), grad_F=grad_F,
                           grad_f=lambda x, y: _llc_grad_f(x, y, n), vjp_g=vjp_g, x0=np.zeros(n),
-                          y0=np.zeros(2 * n), name=f"llc_toy({n})", solution=sol)
+                          y0=np.zeros(2 * n), name=f"llc_toy({n}{', normalized' if normalize else ''})",
+                          solution=sol)
 
 
 def gaffa_toy(n: int = 1000, P: int = 1) -> BilevelProblem:
