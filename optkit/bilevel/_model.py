@@ -41,7 +41,7 @@ class Ops:
         return np.zeros(shape, dtype=self.be.dtype)
 
     def host(self, v):
-        if self.torch is not None:
+        if self.torch is not None and self.torch.is_tensor(v):
             return v.detach().cpu().numpy()
         return np.asarray(v)
 

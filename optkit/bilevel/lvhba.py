@@ -514,7 +514,17 @@ def _resolve_lvhba(solver, st):
     from .barrier import exact_lower
 
     p, ops = solver.problem, solver.ops
-    if p.lower is None and p.lower_solver is None:
+    if p.lower_solver is not None:  # no per-x data assembly (dense Q at large n)
+        X, Y = st.x, st.y
+        ys = []
+        for i in range(X.shape[0]):
+            out = p.lower_solver(X[i], *solver.model.params)
+            y = out[0] if isinstance(out, tuple) else out
+            ys.append(ops.host(ops.arr(ops.host(y) if is_torch(y) else np.asarray(y, float))))
+        Ys = ops.arr(np.stack(ys))
+        return (ops.host(solver.model.F(X, Ys)), np.stack(ys),
+                ops.host(solver.model.f(X, Y)) - ops.host(solver.model.f(X, Ys)))
+    if p.lower is None:
         return None, None, None
     if p.has_equalities and p.lower_solver is None:
         return None, None, None

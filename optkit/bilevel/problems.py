@@ -21,6 +21,10 @@ __all__ = ["sum_coupled_qp", "budget_lp", "synthetic_qp", "price_setting", "lp_a
            "read_libsvm", "llc_toy", "gaffa_toy", "llsc_toy"]
 
 
+def _host_sum(v):
+    return float(v.detach().cpu().sum()) if is_torch(v) else float(np.sum(v))
+
+
 def _sum(v):
     return v.sum().reshape(1)
 
@@ -49,11 +53,17 @@ def sum_coupled_qp(n: int = 4) -> BilevelProblem:
         return -lam[0] * np.ones(n), lam[0] * np.ones(n)
 
 
+    def lower_solver(x):
+        # y*(x) = a - tau 1, tau = max(0, (1^T a - 1^T x) / n) = the multiplier (closed form, O(n))
+        tau = max(0.0, float(a.sum() - _host_sum(x)) / n)
+        return a - tau, np.array([tau])
+
     lower = LowerQP(Q=np.eye(n), q=-a, A=np.ones((1, n)), b=lambda x: _sum(x))
     F_star = n + 3 * n * (n + 1) / (8 * (n - 1))
     sol = dict(x=np.ones(n), y=a - 1.5, F=F_star, lam=np.array([1.5]))
     return BilevelProblem(F, n_x=n, n_y=n, m=1, lower=lower, grad_F=grad_F, grad_f=grad_f, vjp_g=vjp_g,
                           proj_C=Halfspace(np.concatenate([-np.ones(n), np.ones(n)]), 0.0), x0=np.zeros(n),
+                          lower_solver=lower_solver,
                           y0=-10.0 * np.ones(n), name=f"sum_coupled_qp({n})",
                           solution=sol)
 
