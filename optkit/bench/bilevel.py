@@ -146,10 +146,14 @@ def _rel_err_trace(problem, method_opts, limit):
 
 
 def _first(trace, tol):
+    """Time and iteration from which the error stays <= tol (the errors oscillate before settling)."""
+    hit = None
     for t, k, e in trace:
         if e <= tol:
-            return t, k
-    return None, None
+            hit = hit or (t, k)
+        else:
+            hit = None
+    return hit or (None, None)
 
 
 def run_toys(args, limit) -> int:
