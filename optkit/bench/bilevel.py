@@ -367,7 +367,7 @@ def _run_one(method, label, seed, problem, limit, extras, device=None):
         if method == "lvhba" and "proj_C" in str(exc):
             status, err = "N/A", "no projection onto C (bilinear coupling: C is nonconvex)"
     times, Fs = [], []
-    for i in _checkpoints(trace, limit):
+    for i in _checkpoints(trace, limit) if status != "N/A" else []:
         t, x = trace[i]
         times.append(t)
         Fs.append(_resolved(problem, x)[0])
@@ -405,6 +405,10 @@ def _summary(records, limit):
                            r["method"]), []).append(r)
     rows = []
     for (prob, method), recs in sorted(groups.items()):
+        if all(r["status"] == "N/A" for r in recs):
+            rows.append(dict(problem=prob, method=method, runs=len(recs), F_mean=None, F_std=None, wall_mean=0.0,
+                             statuses={"N/A": len(recs)}, max_violation=None, why=recs[0].get("error")))
+            continue
         F = np.array([r["F_resolved"] for r in recs], float)
         row = dict(problem=prob, method=method, runs=len(recs), F_mean=float(np.nanmean(F)),
                    F_std=float(np.nanstd(F)), wall_mean=float(np.mean([r["wall_time"] for r in recs])),
@@ -470,7 +474,9 @@ def _plot(records, out, limit):
     for prob in probs:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for method in sorted({r["method"] for r in records if r["problem"] == prob}):
-            recs = [r for r in records if r["problem"] == prob and r["method"] == method]
+            recs = [r for r in records if r["problem"] == prob and r["method"] == method and r["checkpoint_time"]]
+            if not recs:
+                continue
             grid = np.geomspace(1e-3, max(limit, 1e-2), 80)
             vals = np.array([[_value_at(r, t) for t in grid] for r in recs])
             med = np.nanmedian(vals, 0)
