@@ -44,7 +44,7 @@ def test_bad_flags_exit_2(argv, tmp_path):
 
 
 def test_toys_llc_against_the_authors_loop(tmp_path):
-    rc = _go("--suite", "toys", "--problems", "V3,V4", "--sizes", "40", "--time-limit", "1", "--out", tmp_path,
+    rc = _go("--suite", "toys", "--problems", "V3,V4", "--sizes", "40", "--time-limit", "4", "--out", tmp_path,
              "--quiet")
     assert rc == 0
     rows = json.loads((tmp_path / "toys.json").read_text())["rows"]
