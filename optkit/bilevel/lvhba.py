@@ -353,7 +353,17 @@ class LVHBASolver:
             jx, _ = model.vjp_g(X, Th_n, Lam_n)
             d_x = d_x - jx
         d_y = gFy / ck + gfy - (Y - Th_n) / o.gamma1
-        X_n, Y_n = self._proj_C(X - o.alpha * d_x, Y - o.alpha * d_y)
+        Xc, Yc = X - o.alpha * d_x, Y - o.alpha * d_y
+        try:
+            X_n, Y_n = self._proj_C(Xc, Yc)
+        except InvalidProblemError:
+            # a diverging instance (NaN/inf) stops with NUMERICAL_ERROR at its last finite iterate
+            bad = ~(ops.host(ops.isfinite(Xc).all(-1)) & ops.host(ops.isfinite(Yc).all(-1)))
+            if not bad.any():
+                raise
+            st.status = np.where(bad & (st.status == -1), int(Status.NUMERICAL_ERROR), st.status)
+            keep = ops.mask(bad)
+            X_n, Y_n = self._proj_C(ops.where(keep, X, Xc), ops.where(keep, Y, Yc))
         Z_n = self._clip_lam(Z + o.beta * (Lam_n - Z) / o.gamma2) if p.m else Z
         st.nfev += 1
         if measure:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._backend import is_torch
 from .problem import BilevelProblem, Box, LowerLP, LowerQP, _like
-from .sets import Affine, BudgetCone, Halfspace, Hyperplane
+from .sets import Affine, BudgetCone, Halfspace, Hyperplane, SlackRows
 
 __all__ = ["sum_coupled_qp", "budget_lp", "synthetic_qp", "price_setting", "lp_analytic_centre",
            "nonconvex_toy", "svm_hyperparam", "svm_hyperparam_data", "svm_test_accuracy", "SVMData",
@@ -646,8 +646,11 @@ def svm_hyperparam(path=None, seed: int = 0, n_train: int = 500, n_val: int = 15
             return y_int.copy()
 
         lower = LowerQP(Q=Q, q=np.zeros(ny), A=margin, b=-np.ones(n))
+        # C = R^n x {xi_i >= 1 - t_i (w^T a_i + b)}: one slack per row, an exact O(m d^2) projection (LV-HBA)
+        proj = SlackRows(np.hstack([tt[:, None] * At, tt[:, None]]), np.ones(n), u_index=np.arange(d + 1),
+                         s_index=np.arange(d + 1, ny), n_x=n, n_y=ny)
         return BilevelProblem(F, n_x=n, n_y=ny, m=n, lower=lower, grad_F=grad_F, grad_f=grad_f, vjp_g=vjp_g,
-                              y_interior=y_interior, x0=rng.uniform(-6.0, -5.0, n), y0=y0,
+                              y_interior=y_interior, proj_C=proj, x0=rng.uniform(-6.0, -5.0, n), y0=y0,
                               name=f"svm_hyperparam({tag})")
 
     Arows = np.vstack([margin, np.hstack([np.zeros((n, d + 1)), np.eye(n)])])

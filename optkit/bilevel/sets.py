@@ -35,8 +35,8 @@ from .._errors import BackendError, InvalidProblemError
 from ..linalg.polyhedral import _check_options, _run, polyhedral_problem
 from .problem import Box, LowerLP, LowerQP, lower_data
 
-__all__ = ["CSet", "BoxC", "Halfspace", "Hyperplane", "BudgetCone", "LowerTriangle", "SimplexC", "Affine",
-           "Polyhedron", "Dykstra", "from_lower"]
+__all__ = ["CSet", "BoxC", "Halfspace", "Hyperplane", "BudgetCone", "LowerTriangle", "SimplexC", "SlackRows",
+           "Affine", "Polyhedron", "Dykstra", "from_lower"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,6 +424,96 @@ class SimplexC(CSet):
     def _violation(self, x, y):
         s = _sum_last(y)
         return _maximum(_amax0(-y), _amax0(_cat(s - self.radius, self.radius - s)))
+
+
+class SlackRows(CSet):
+    r"""``{(x, y) : y[s_i] >= h_i - M_i^T y[u]}``: one slack per row (hinge / soft-margin constraints).
+
+    ``u`` (``u_index``, d entries) and the slacks ``s`` (``s_index``, one per row of ``M``) are parts of
+    y; x and the other entries of y are free. For fixed u the nearest slacks are ``max(s0, h - M u)``,
+    so the projection minimises the convex, piecewise-quadratic
+    :math:`\phi(u) = \tfrac12\|u - u_0\|^2 + \tfrac12\|\max(0, h - M u - s_0)\|^2` in d
+    variables by semismooth Newton (``I + M_A^T M_A`` on the active rows, exact line search on the
+    piecewise quadratic by halving): O(m d^2) per step and exact to rounding, where a general
+    polyhedral projector works in all ``d + m`` variables (spec R4's SVM set: 500 rows, d = 9).
+    """
+
+    def __init__(self, M, h, u_index, s_index, *, n_x=None, n_y=None, tol=1e-13, max_iter=100,
+                 check_finite=True):
+        super().__init__(check_finite)
+        M = np.array(to_numpy(M), dtype=np.float64)
+        if M.ndim != 2:
+            raise InvalidProblemError(f"M: expected a 2-D matrix, got shape {M.shape}")
+        if not np.all(np.isfinite(M)):
+            raise InvalidProblemError("M: contains non-finite values (NaN or inf)")
+        m, d = M.shape
+        self.M, self.h = M, _host_vec(np.atleast_1d(to_numpy(h)), "h", m)
+        self.u_index = np.asarray(u_index, dtype=np.int64).reshape(-1)
+        self.s_index = np.asarray(s_index, dtype=np.int64).reshape(-1)
+        if self.u_index.size != d:
+            raise InvalidProblemError(f"u_index: expected {d} indices (columns of M), got {self.u_index.size}")
+        if self.s_index.size != m:
+            raise InvalidProblemError(f"s_index: expected {m} indices (rows of M), got {self.s_index.size}")
+        if np.intersect1d(self.u_index, self.s_index).size or len(set(self.s_index.tolist())) != m:
+            raise InvalidProblemError("s_index: slack indices must be distinct and disjoint from u_index")
+        self.n_x, self.n_y = n_x, n_y
+        self.tol, self.max_iter = float(tol), int(max_iter)
+        self.last_iterations = 0
+        self.last_residual = None
+
+    def _solve_one(self, u0, s0):
+        M, h = self.M, self.h
+        u = u0.copy()
+
+        def phi(v):
+            r = np.maximum(0.0, h - M @ v - s0)
+            return 0.5 * ((v - u0) @ (v - u0)) + 0.5 * (r @ r), r
+
+        f, r = phi(u)
+        it = 0
+        while it < self.max_iter:
+            it += 1
+            g = (u - u0) - M.T @ r
+            if np.linalg.norm(g) <= self.tol * max(1.0, np.linalg.norm(u0)):
+                break
+            act = r > 0
+            Ma = M[act]
+            H = np.eye(u.size) + Ma.T @ Ma
+            du = -np.linalg.solve(H, g)
+            a = 1.0
+            for _ in range(60):  # phi is C^1 and piecewise quadratic: the full step is usually exact
+                fn, rn = phi(u + a * du)
+                if fn <= f + 1e-4 * a * (g @ du):
+                    break
+                a *= 0.5
+            u, f, r = u + a * du, fn, rn
+        self.last_iterations = max(self.last_iterations, it)
+        return u, np.maximum(s0, h - M @ u)
+
+    def _project(self, x, y):
+        yh = to_numpy(y).astype(np.float64, copy=True)
+        flat = yh.reshape(-1, yh.shape[-1])
+        if flat.shape[-1] <= max(self.u_index.max(), self.s_index.max()):
+            raise InvalidProblemError(f"y: last dimension {flat.shape[-1]} is too small for u_index / s_index")
+        self.last_iterations = 0
+        for row in flat:
+            u, s_new = self._solve_one(row[self.u_index], row[self.s_index])
+            row[self.u_index], row[self.s_index] = u, s_new
+        out = flat.reshape(yh.shape)
+        self.last_residual = float(np.maximum(0.0, self.h - out.reshape(-1, out.shape[-1])[:, self.u_index] @ self.M.T
+                                              - out.reshape(-1, out.shape[-1])[:, self.s_index]).max(initial=0.0))
+        if is_torch(y):
+            return x, get_torch().as_tensor(out, device=y.device).to(y.dtype)
+        return x, out
+
+    def _violation(self, x, y):
+        yh = to_numpy(y)
+        v = self.h - yh[..., self.u_index] @ self.M.T - yh[..., self.s_index]
+        out = np.maximum(v, 0.0).max(-1)
+        return get_torch().as_tensor(out, device=y.device) if is_torch(y) else out
+
+    def __repr__(self):
+        return f"SlackRows(m={self.M.shape[0]}, d={self.M.shape[1]})"
 
 
 class Affine(CSet):

@@ -492,3 +492,37 @@ def test_wrong_sizes_name_the_argument():
         BoxC(1.0, 0.0)
     with pytest.raises(InvalidProblemError, match="radius"):
         SimplexC(-1.0)
+
+
+# ---------------------------------------------------------------------------------------- SlackRows
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_slack_rows_matches_cvxpy_and_leaves_free_entries(seed):
+    import cvxpy as cp
+
+    from optkit.bilevel.sets import SlackRows
+
+    rng = np.random.default_rng(seed)
+    m, d = 40, 5
+    M, h = rng.standard_normal((m, d)), rng.uniform(0.5, 1.5, m)
+    S = SlackRows(M, h, u_index=np.arange(1, d + 1), s_index=np.arange(d + 1, d + 1 + m))
+    x0, y0 = rng.standard_normal(4), 2 * rng.standard_normal(d + m + 3)
+    xp, yp = S.project(x0, y0)
+    u, s = cp.Variable(d), cp.Variable(m)
+    cp.Problem(cp.Minimize(cp.sum_squares(u - y0[1:d + 1]) + cp.sum_squares(s - y0[d + 1:d + 1 + m])),
+               [s >= h - M @ u]).solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    np.testing.assert_allclose(yp[1:d + 1], u.value, atol=1e-7)
+    np.testing.assert_allclose(yp[d + 1:d + 1 + m], s.value, atol=1e-7)
+    np.testing.assert_array_equal(xp, x0)
+    np.testing.assert_array_equal(yp[[0, -2, -1]], y0[[0, -2, -1]])
+    assert S.last_residual <= 1e-12
+    # idempotent, and the torch path agrees
+    np.testing.assert_allclose(S.project(xp, yp)[1], yp, atol=1e-12)
+    yt = S.project(torch.as_tensor(x0), torch.as_tensor(y0))[1]
+    np.testing.assert_allclose(yt.numpy(), yp, atol=1e-12)
+
+
+def test_slack_rows_bad_indices():
+    from optkit.bilevel.sets import SlackRows
+
+    with pytest.raises(InvalidProblemError, match="s_index"):
+        SlackRows(np.ones((3, 2)), np.ones(3), u_index=[0, 1], s_index=[1, 2, 3])
