@@ -70,7 +70,9 @@ def _instances(suite: str, seeds, n, only):
                         {"svm_data": data}))
     elif suite == "scaling":
         for nn in (100, 10_000, 1_000_000):  # LV-HBA: O(n) per iteration (closed-form Proj_C)
-            out.append((f"V1-n{nn}", 0, lambda s, nn=nn: P.sum_coupled_qp(nn), {}))
+            # unit-norm row (same set): LV-HBA's stable steps then do not depend on n; r covers 1.5 sqrt(2n)
+            out.append((f"V1-n{nn}", 0, lambda s, nn=nn: P.sum_coupled_qp(nn, normalize=True),
+                        {"lvhba": dict(r=1e4, eta=0.05, alpha=0.05, beta=0.05)}))
         for nn in (500, 2000):
             out.append((f"R1-n{nn}", 0, lambda s, nn=nn: P.synthetic_qp(nn, seed=s, version="v1"), {}))
     elif suite == "toys":

@@ -23,7 +23,7 @@ def solve(problem, method: str = "barrier", *, x0=None, y0=None, tol=1e-6, max_i
         reference).
     x0, y0 : array, optional
         Starts (default the problem's; y0 then ``y_interior(x0)`` or zeros). Torch tensors with a
-        leading batch dimension solve a batch (barrier).
+        leading batch dimension solve a batch (barrier and lvhba; kkt runs one instance on the host).
     tol, max_iter, time_limit, verbose, callback, record_history
         As everywhere in optkit; ``max_iter`` defaults to 2000 (lvhba: 20000).
     device, dtype

@@ -29,16 +29,22 @@ def _sum(v):
     return v.sum().reshape(1)
 
 
-def sum_coupled_qp(n: int = 4) -> BilevelProblem:
+def sum_coupled_qp(n: int = 4, normalize: bool = False) -> BilevelProblem:
     """V1: ``F = 1/2||x||^2 + 1/2||y - 2||^2``, ``f = 1/2||y - a||^2``, ``1^T y <= 1^T x``.
 
     ``a_i = 1 + 3 (i - 1)/(n - 1)``. Unique solution ``x* = 1``, ``y* = a - 1.5``, multiplier 1.5,
     ``F* = n + 3 n (n + 1) / (8 (n - 1))``. Closed form of the barrier solution in the spec.
+
+    ``normalize=True`` divides the row by ``sqrt(2 n)`` (same set and barrier path, multiplier
+    ``1.5 sqrt(2 n)``; LV-HBA's step-size stability then does not depend on n). The ``LowerQP`` data
+    (a dense identity Q) is attached for ``n <= 5000`` only: larger instances are for LV-HBA, which
+    needs ``f``, ``g``, their derivatives, ``proj_C`` (a halfspace) and the closed-form ``lower_solver``.
     """
     if n < 2:
         raise ValueError(f"n: must be >= 2, got {n}")
     a = 1.0 + 3.0 * np.arange(n) / (n - 1)
     u, v = np.zeros(n), 2.0 * np.ones(n)
+    sc = math.sqrt(2 * n) if normalize else 1.0
 
     def F(x, y):
         return 0.5 * ((x - _like(u, x)) ** 2).sum() + 0.5 * ((y - _like(v, y)) ** 2).sum()
@@ -46,25 +52,33 @@ def sum_coupled_qp(n: int = 4) -> BilevelProblem:
     def grad_F(x, y):
         return x - u, y - v
 
+    def f(x, y):
+        return 0.5 * ((y - _like(a, y)) ** 2).sum()
+
+    def g(x, y):
+        return ((y.sum() - x.sum()) / sc).reshape(1)
+
     def grad_f(x, y):
         return np.zeros(n), y - a
 
     def vjp_g(x, y, lam):
-        return -lam[0] * np.ones(n), lam[0] * np.ones(n)
-
+        return -lam[0] / sc * np.ones(n), lam[0] / sc * np.ones(n)
 
     def lower_solver(x):
-        # y*(x) = a - tau 1, tau = max(0, (1^T a - 1^T x) / n) = the multiplier (closed form, O(n))
+        # y*(x) = a - tau 1, tau = max(0, (1^T a - 1^T x) / n), multiplier tau sc (closed form, O(n))
         tau = max(0.0, float(a.sum() - _host_sum(x)) / n)
-        return a - tau, np.array([tau])
+        return a - tau, np.array([tau * sc])
 
-    lower = LowerQP(Q=np.eye(n), q=-a, A=np.ones((1, n)), b=lambda x: _sum(x))
+    lower = None
+    if n <= 5000:
+        lower = LowerQP(Q=np.eye(n), q=-a, A=np.ones((1, n)) / sc, b=lambda x: _sum(x) / sc)
     F_star = n + 3 * n * (n + 1) / (8 * (n - 1))
-    sol = dict(x=np.ones(n), y=a - 1.5, F=F_star, lam=np.array([1.5]))
-    return BilevelProblem(F, n_x=n, n_y=n, m=1, lower=lower, grad_F=grad_F, grad_f=grad_f, vjp_g=vjp_g,
+    sol = dict(x=np.ones(n), y=a - 1.5, F=F_star, lam=np.array([1.5 * sc]))
+    return BilevelProblem(F, f=None if lower is not None else f, g=None if lower is not None else g, n_x=n, n_y=n,
+                          m=1, lower=lower, grad_F=grad_F, grad_f=grad_f, vjp_g=vjp_g,
                           proj_C=Halfspace(np.concatenate([-np.ones(n), np.ones(n)]), 0.0), x0=np.zeros(n),
                           lower_solver=lower_solver,
-                          y0=-10.0 * np.ones(n), name=f"sum_coupled_qp({n})",
+                          y0=-10.0 * np.ones(n), name=f"sum_coupled_qp({n}{', normalized' if normalize else ''})",
                           solution=sol)
 
 
