@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from .._backend import is_torch
+from .._libsvm import load_libsvm
 from .problem import BilevelProblem, Box, LowerLP, LowerQP, _like
 from .sets import Affine, BudgetCone, Halfspace, Hyperplane, SlackRows
 
@@ -466,42 +467,10 @@ class SVMData:
 
 
 def read_libsvm(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a LIBSVM/SVMlight text file (``label idx:val idx:val ...``, 1-based indices).
-
-    Returns dense features ``(N, d)`` (missing entries 0, ``d`` the largest index) and labels
-    mapped to ``{-1, +1}`` (the smaller of the two label values becomes -1). Raises ValueError for
-    a malformed line or a number of classes other than two.
-    """
-    labels, rows, d = [], [], 0
-    with open(os.fspath(path), encoding="utf-8") as fh:
-        for k, line in enumerate(fh, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            parts = line.split()
-            try:
-                labels.append(float(parts[0]))
-                entries = {}
-                for tok in parts[1:]:
-                    i, v = tok.split(":", 1)
-                    i = int(i)
-                    if i < 1:
-                        raise ValueError("feature index < 1")
-                    entries[i] = float(v)
-            except ValueError as exc:
-                raise ValueError(f"{path}: line {k} is not 'label idx:val ...' ({exc})") from None
-            rows.append(entries)
-            if entries:
-                d = max(d, max(entries))
-    A = np.zeros((len(rows), d))
-    for r, entries in enumerate(rows):
-        for i, v in entries.items():
-            A[r, i - 1] = v
-    lab = np.asarray(labels)
-    classes = np.unique(lab)
-    if classes.size != 2:
-        raise ValueError(f"{path}: expected two classes, found {classes.size} ({classes[:5]})")
-    return A, np.where(lab == classes[0], -1.0, 1.0)
+    """A two-class LIBSVM file as dense features ``(N, d)`` and labels in ``{-1, +1}`` (the smaller label
+    value becomes -1); raises ``InvalidProblemError`` (a ValueError) for a malformed file or a number of
+    classes other than two. ``.gz`` / ``.bz2`` are read too."""
+    return load_libsvm(path, binarize=True)
 
 
 def _default_svm_dataset() -> tuple[np.ndarray, np.ndarray]:

@@ -314,7 +314,7 @@ def test_read_libsvm_and_label_mapping(tmp_path):
         P.read_libsvm(bad)
     three = tmp_path / "three.svm"
     three.write_text("1 1:0.5\n2 1:2\n3 1:1\n")
-    with pytest.raises(ValueError, match="two classes"):
+    with pytest.raises(ValueError, match="two labels"):
         P.read_libsvm(three)
 
 
