@@ -32,7 +32,7 @@ import numpy as np
 from .._backend import Backend, get_torch, infer_backend, is_torch
 from .._errors import BackendError, InvalidProblemError
 from .._logging import get_logger, verbosity
-from .._options import Options, option
+from .._options import CommonOptions, option
 from .._result import Status
 from ..callbacks import IterInfo, call_callback
 from ._model import Ops, StructuredModel, make_model
@@ -53,17 +53,12 @@ _LL_MESSAGES = {_LL_NOT_PD: "lower-level Hessian of f_t not positive definite",
 
 
 @dataclasses.dataclass(frozen=True)
-class BarrierOptions(Options):
+class BarrierOptions(CommonOptions):
     """Options of the barrier method (spec bilevel §3.1; defaults are optkit's)."""
 
     tol: float = option(1e-6, kind="float", low=0.0, low_open=True,
                         doc="final test ||G_X(x)|| <= tol max(1, ||G_X(x0)||) at t_min (fixed schedule: ||G_X|| <= tol)")
     max_iter: int = option(2000, kind="int", low=0, doc="outer iterations over all stages")
-    time_limit: float | None = option(None, kind="float", low=0.0, low_open=True, allow_none=True, doc="seconds")
-    verbose: int = option(0, kind="int", low=0, high=3, doc="0 silent ... 2 iteration table")
-    callback: Any = option(None, kind="callable", allow_none=True,
-                           doc="called after each outer iteration with an IterInfo; True stops")
-    record_history: bool = option(False, kind="bool", doc="keep (time, F, t, residual, step) per iteration")
     t0: float = option(1e-1, kind="float", low=0.0, low_open=True, doc="initial barrier parameter")
     t_min: float = option(1e-6, kind="float", low=0.0, low_open=True, doc="final barrier parameter")
     t_factor: float = option(0.1, kind="float", low=0.0, low_open=True, high=1.0,

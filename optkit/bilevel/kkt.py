@@ -17,13 +17,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any
 
 import numpy as np
 
 from .._backend import Backend, infer_backend, is_torch
 from .._errors import InvalidProblemError
-from .._options import Options, option
+from .._options import CommonOptions, option
 from .._result import Status
 from ..callbacks import IterInfo, call_callback
 from ._model import Ops, StructuredModel, make_model
@@ -35,16 +34,12 @@ __all__ = ["KKTOptions", "kkt", "kkt_hypergradient"]
 
 
 @dataclasses.dataclass(frozen=True)
-class KKTOptions(Options):
+class KKTOptions(CommonOptions):
     """Options of ``method="kkt"``."""
 
     tol: float = option(1e-6, kind="float", low=0.0, low_open=True,
                         doc="stop at ||G_X(x)|| <= tol max(1, ||G_X(x0)||)")
     max_iter: int = option(2000, kind="int", low=0, doc="outer iterations")
-    time_limit: float | None = option(None, kind="float", low=0.0, low_open=True, allow_none=True, doc="seconds")
-    verbose: int = option(0, kind="int", low=0, high=3, doc="0 silent")
-    callback: Any = option(None, kind="callable", allow_none=True, doc="called after each iteration")
-    record_history: bool = option(False, kind="bool", doc="keep (time, F, residual, step) per iteration")
     act_tol: float = option(1e-8, kind="float", low=0.0, low_open=True,
                             doc="row i active when lam_i > act_tol max(1, ||lam||_inf)")
     ll_tol: float = option(1e-10, kind="float", low=0.0, low_open=True, doc="lower-level solver tolerance")

@@ -31,7 +31,7 @@ import numpy as np
 from .._backend import Backend, get_torch, infer_backend, is_torch
 from .._errors import BackendError, InvalidProblemError
 from .._logging import get_logger, verbosity
-from .._options import Options, option
+from .._options import CommonOptions, option
 from .._result import Status
 from ..callbacks import IterInfo, call_callback
 from ._model import Ops, _Base
@@ -62,17 +62,12 @@ PRESETS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class LVHBAOptions(Options):
+class LVHBAOptions(CommonOptions):
     """Options of ``method="lvhba"`` (spec bilevel §3.2; defaults are optkit's)."""
 
     tol: float = option(1e-6, kind="float", low=0.0, low_open=True,
                         doc="stop when R = ||w - w+||/alpha + ||z - z+||/beta and ||theta - theta+||/eta are <= tol")
     max_iter: int = option(20000, kind="int", low=0, doc="iterations")
-    time_limit: float | None = option(None, kind="float", low=0.0, low_open=True, allow_none=True, doc="seconds")
-    verbose: int = option(0, kind="int", low=0, high=3, doc="0 silent ... 2 a line per check")
-    callback: Any = option(None, kind="callable", allow_none=True,
-                           doc="called at every check (every check_every iterations); True stops")
-    record_history: bool = option(False, kind="bool", doc="keep (time, F, residual, value gap) per check")
     preset: str | None = option(None, kind="choice", choices=tuple(PRESETS), allow_none=True,
                                 doc="named settings (explicit options override them); see PRESETS")
     gamma1: float = option(1.0, kind="float", low=0.0, low_open=True, doc="proximal weight of theta - y")
