@@ -403,7 +403,7 @@ def _time_to(rec, target):
 def _summary(records, limit):
     groups = {}
     for r in records:
-        groups.setdefault((r["problem"].split("-")[0] if r["problem"].startswith("R1-") else r["problem"],
+        groups.setdefault((r["problem"],
                            r["method"]), []).append(r)
     rows = []
     for (prob, method), recs in sorted(groups.items()):
