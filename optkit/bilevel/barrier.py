@@ -46,10 +46,11 @@ _log = get_logger("bilevel")
 _EPS = float(np.finfo(float).eps)
 
 # lower-level Newton outcome codes (per instance)
-_LL_OK, _LL_NOT_PD, _LL_LS_FAIL, _LL_NONFINITE, _LL_MAX_NEWTON = 0, 1, 2, 3, 4
+_LL_OK, _LL_NOT_PD, _LL_LS_FAIL, _LL_NONFINITE, _LL_MAX_NEWTON, _LL_TIMEOUT = 0, 1, 2, 3, 4, 5
 _LL_MESSAGES = {_LL_NOT_PD: "lower-level Hessian of f_t not positive definite",
                 _LL_LS_FAIL: "lower-level line search failed", _LL_NONFINITE: "non-finite lower-level value",
-                _LL_MAX_NEWTON: "lower-level Newton did not converge within max_newton steps"}
+                _LL_MAX_NEWTON: "lower-level Newton did not converge within max_newton steps",
+                _LL_TIMEOUT: "time limit reached during a lower-level solve"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +278,11 @@ class BarrierSolver:
         return ctx
 
     # ------------------------------------------------------------------ lower level
+    _deadline = None
+
+    def _timed_out(self):
+        return self._deadline is not None and time.perf_counter() >= self._deadline
+
     def _eps(self):
         if self.be.is_torch:
             return float(self.ops.torch.finfo(self.be.dtype).eps)
@@ -316,6 +322,10 @@ class BarrierSolver:
         steps = np.zeros(B, int)
         for it in range(o.max_newton + 1):
             if not running.any():
+                break
+            if self._timed_out():  # a large lower level can take longer than the whole budget
+                code[running] = _LL_TIMEOUT
+                running[:] = False
                 break
             grad, H, s = model.grad_hess(ctx, Y, t)
             L, okL = ops.chol(H)
@@ -498,6 +508,8 @@ class BarrierSolver:
             Yp, Lp, okn, code, steps = self._newton(ctx, Yr, st.t, searching & okr)
             st.n_newton += int(steps.sum())
             st.nfev += 1
+            if self._timed_out():
+                break
             Fp = ops.host(model.F(Xp, Yp)) if (searching & okn).any() else np.full(self.B, math.inf)
             dx2 = ops.host(((Xp - X) ** 2).sum(-1))
             good = searching & okn & np.isfinite(Fp)
@@ -514,7 +526,8 @@ class BarrierSolver:
             if not searching.any():
                 break
             a = np.where(searching, 0.5 * a, a)
-        st.ls_fail = st.ls_fail | searching
+        if not self._timed_out():  # trials cut by the clock are not a line-search failure
+            st.ls_fail = st.ls_fail | searching
         if accepted.any():
             ctx = model.at(newX)
             Gn = self._hyper(ctx, newY, newL, st.t, accepted)
@@ -545,6 +558,8 @@ class BarrierSolver:
         Y, L, ok, code, steps = self._newton(ctx, st.y, t_new, act)
         st.n_newton += int(steps.sum())
         st.nfev += 1
+        if self._timed_out():  # leave the stage as it was: the run ends with TIME_LIMIT
+            return True
         bad = act & ~ok
         st.status = np.where(bad, int(Status.NUMERICAL_ERROR), st.status)
         st.ll_code = np.where(bad, code, st.ll_code)
@@ -576,23 +591,28 @@ class BarrierSolver:
     def run(self, state: BarrierState | None = None, x0=None, y0=None) -> BilevelResult:
         o = self.opts
         with verbosity(o.verbose):
+            self._deadline = None  # the first lower-level solve (in init) always completes
             st = self.init(x0, y0) if state is None else state
             t_begin = time.perf_counter()
+            if o.time_limit is not None:
+                self._deadline = t_begin + o.time_limit
             history = [] if o.record_history else None
             stop = None
             if o.verbose >= 2:
                 _log.info("%6s %10s %14s %11s %9s", "iter", "t", "F", "||G_X||", "step")
             while True:
-                if self._stage_done(st).all():
-                    if not self._advance_stage(st):
-                        break
-                    continue
+                done = self._stage_done(st)
+                if (st.status != -1).all() or (done.all() and self._last_stage(st)):
+                    break
                 if st.k >= o.max_iter:
                     stop = Status.MAX_ITER
                     break
-                if o.time_limit is not None and time.perf_counter() - t_begin >= o.time_limit:
+                if self._timed_out():
                     stop = Status.TIME_LIMIT
                     break
+                if done.all():
+                    self._advance_stage(st)
+                    continue
                 self.step(st)
                 elapsed = time.perf_counter() - t_begin
                 if history is not None:
