@@ -136,3 +136,12 @@ def test_r4_svm_hyperparameter_moves_c_and_improves_the_upper_objective():
     assert res.fun < F0
     acc = svm_test_accuracy(data, res.y)
     assert 0.5 < acc <= 1.0
+
+
+def test_kkt_flags_the_singular_system_at_a_non_unique_lp_solution():
+    """V6 at x = 4: the LP optimal face is a segment, one active row for two variables -> K singular."""
+    g, info = kkt_hypergradient(lp_analytic_centre(), np.array([4.0]))
+    assert info["singular"]
+    np.testing.assert_allclose(g, [0.0], atol=1e-10)  # phi = 1/2 (x - 4)^2 does not depend on y
+    res = solve(lp_analytic_centre(), method="kkt", x0=np.array([1.0]))
+    assert res.extra["kkt_singular"] and abs(res.x[0] - 4.0) < 1e-6
