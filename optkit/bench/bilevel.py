@@ -1,4 +1,6 @@
-"""``optkit bench bilevel``: bilevel methods on the same problems and time budget (spec bilevel §7).
+"""Barrier, LV-HBA and KKT (optkit.bilevel) on the same problems and budget: F(x, y*(x)) vs time, MILP reference, the authors' loop.
+
+Spec bilevel §7.
 
 Each run records the upper iterate x at every outer iteration (cheap copies, timed with the run);
 after the run, untimed, ``F(x, y*(x))`` is evaluated at checkpoints with an exact lower-level solve
