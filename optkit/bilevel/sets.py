@@ -937,17 +937,20 @@ def from_lower(problem, *, rtol=1e-12, **options):
         b0 = _eval_np(low.b, x0, params).reshape(-1)
         m = b0.shape[0]
         A0 = A0.reshape(m, n_y)
-        pts = [np.eye(n_x)[j] for j in range(n_x)]
         r = np.random.default_rng(0).standard_normal(n_x)
+        atol = rtol * max(1.0, np.abs(A0).max(initial=0.0))
+        # an x-dependent A (bilinear coupling) is rejected by one evaluation, before the n_x probes
+        if callable(low.A) and not np.allclose(_eval_np(low.A, r, params).reshape(m, n_y), A0, rtol=rtol, atol=atol):
+            return None
         B = np.empty((m, n_x))
-        for j, e in enumerate(pts):
+        e = np.zeros(n_x)  # one probe vector reused: a list of np.eye rows kept n_x identity matrices alive
+        for j in range(n_x):
+            e[j] = 1.0
             if callable(low.A) and not np.allclose(_eval_np(low.A, e, params).reshape(m, n_y), A0, rtol=rtol,
-                                                   atol=rtol * max(1.0, np.abs(A0).max(initial=0.0))):
+                                                   atol=atol):
                 return None
             B[:, j] = _eval_np(low.b, e, params).reshape(m) - b0
-        if callable(low.A) and not np.allclose(_eval_np(low.A, r, params).reshape(m, n_y), A0, rtol=rtol,
-                                               atol=rtol * max(1.0, np.abs(A0).max(initial=0.0))):
-            return None
+            e[j] = 0.0
         br = _eval_np(low.b, r, params).reshape(m)
         pred = b0 + B @ r
         tol = rtol * np.maximum(1.0, np.abs(b0) + np.abs(B) @ np.abs(r))
