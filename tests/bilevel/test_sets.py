@@ -526,3 +526,21 @@ def test_slack_rows_bad_indices():
 
     with pytest.raises(InvalidProblemError, match="s_index"):
         SlackRows(np.ones((3, 2)), np.ones(3), u_index=[0, 1], s_index=[1, 2, 3])
+
+
+def test_from_lower_rejects_x_dependent_A_after_one_probe():
+    """A bilinear coupling (A depends on x) is recognised without probing every unit vector."""
+    from optkit.bilevel.sets import from_lower
+
+    calls = []
+    E = np.random.default_rng(0).standard_normal((3, 50, 4))
+
+    def A(x):
+        calls.append(1)
+        return np.einsum("i,kij->kj", x, E)
+
+    p = BilevelProblem(lambda x, y: x @ x + y @ y, n_x=50, n_y=4, m=3,
+                       lower=LowerQP(Q=np.eye(4), q=np.zeros(4), A=A, b=np.ones(3)))
+    calls.clear()
+    assert from_lower(p) is None
+    assert len(calls) <= 3  # x = 0 and one random point (not 50 unit vectors)
