@@ -24,14 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 
 from .._backend import Backend, get_torch, infer_backend, is_torch
 from .._errors import BackendError, InvalidProblemError
-from .._logging import get_logger, verbosity
+from .._logging import get_logger, verbosity, warn
 from .._options import CommonOptions, option
 from .._result import Status
 from ..callbacks import IterInfo, call_callback
@@ -165,8 +164,7 @@ class BarrierSolver:
                                               "accuracy; use float64 or raise t_min")
                 if not o.strict_dtype:
                     if o.t_min < 1e-4:
-                        warnings.warn("float32 with t_min < 1e-4: solving in float64 (spec bilevel §8)",
-                                      stacklevel=4)
+                        warn("float32 with t_min < 1e-4: solving in float64 (spec bilevel §8)")
                     be = Backend("torch", be.device, torch.float64)
         else:
             if np.dtype(be.dtype) in (np.float16,):

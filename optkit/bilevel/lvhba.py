@@ -23,14 +23,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 
 from .._backend import Backend, get_torch, infer_backend, is_torch
 from .._errors import BackendError, InvalidProblemError
-from .._logging import get_logger, verbosity
+from .._logging import get_logger, verbosity, warn
 from .._options import CommonOptions, option
 from .._result import Status
 from ..callbacks import IterInfo, call_callback
@@ -105,7 +104,7 @@ class LVHBAOptions(CommonOptions):
             kwargs = {**base, **kwargs}
         opts = cls.from_kwargs(**kwargs)
         if not (0.0 < opts.p < 0.5):
-            warnings.warn(f"p = {opts.p} is outside (0, 1/2), where the theory holds", UserWarning, stacklevel=4)
+            warn(f"p = {opts.p} is outside (0, 1/2), where the theory holds", UserWarning)
         return opts
 
 
@@ -320,9 +319,9 @@ class LVHBASolver:
         bound = 2 * mu / L**2
         self.stability = dict(L_f=L_f, J_norm=J, mu=mu, L=L, eta_bound=bound)
         if o.eta > bound:
-            warnings.warn(f"eta = {o.eta:g} exceeds the descent-ascent stability bound 2 mu / L^2 = {bound:.3g} "
-                          f"(||J_theta g|| ~ {J:.3g}, L_f ~ {L_f:.3g}); the (theta, lambda) iteration may diverge",
-                          StabilityWarning, stacklevel=4)
+            warn(f"eta = {o.eta:g} exceeds the descent-ascent stability bound 2 mu / L^2 = {bound:.3g} "
+                 f"(||J_theta g|| ~ {J:.3g}, L_f ~ {L_f:.3g}); the (theta, lambda) iteration may diverge",
+                 StabilityWarning)
 
     def step(self, st: LVHBAState, measure: bool = False) -> LVHBAState:
         """One LV-HBA iteration (spec §3.2, the code's order); with ``measure`` the residuals too."""
