@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from .._backend import Backend, get_torch
-from .._errors import DependencyError, InvalidProblemError
+from .._backend import Backend, get_torch, is_torch
+from .._errors import BackendError, DependencyError, InvalidProblemError
 from .problem import Box, LowerLP, LowerQP, lower_data
 
 
@@ -105,6 +105,33 @@ class Ops:
 
         return np.stack([cho_solve((L[i], True), b[i]) for i in range(L.shape[0])])
 
+    def stack(self, rows):
+        return self.torch.stack(rows) if self.torch is not None else np.stack(rows)
+
+    def project(self, S, V):
+        """Rows of V projected onto a Box, a per-vector projection callable, or None (whole space)."""
+        if S is None:
+            return V
+        if isinstance(S, Box):
+            return S.project(V)
+        return self.stack([self.arr(S(V[i])) for i in range(V.shape[0])])
+
+    def coerce(self, v, n, name):
+        """A validated copy of a start: shape (n,) (torch also (B, n)), finite, in this backend."""
+        if is_torch(v) and self.torch is None:
+            raise BackendError(f"{name}: torch tensor on a numpy solve")
+        try:
+            a = self.arr(v if is_torch(v) else np.asarray(v, dtype=float))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InvalidProblemError(f"{name}: cannot convert to an array ({exc})") from None
+        batched_ok = self.torch is not None
+        if a.ndim == 0 or a.shape[-1] != n or a.ndim > 2 or (a.ndim == 2 and not batched_ok):
+            raise InvalidProblemError(f"{name}: expected shape ({n},)" + (" or (B, n)" if batched_ok else "")
+                                      + f", got {tuple(a.shape)}")
+        if not bool(self.host(self.isfinite(a)).all()):
+            raise InvalidProblemError(f"{name}: contains NaN or inf")
+        return a.clone() if batched_ok else a.copy()
+
     def mask(self, m):
         """A host bool mask as a backend bool array shaped for broadcasting over (B, n)."""
         if self.torch is not None:
@@ -115,6 +142,12 @@ class Ops:
         if self.torch is not None:
             return self.torch.as_tensor(np.asarray(m), device=self.be.device)
         return np.asarray(m)
+
+
+def scalar_or_array(v):
+    """A host value for histories and callbacks: a float for one instance, an array for a batch."""
+    v = np.asarray(v)
+    return float(v[0]) if v.size == 1 else v.copy()
 
 
 def _stack(rows, shape=None):

@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import Backend, get_torch, infer_backend, is_torch
+from .._backend import Backend, get_torch, infer_backend
 from .._errors import BackendError, InvalidProblemError
 from .._logging import get_logger, verbosity, warn
 from .._options import CommonOptions, option
 from .._result import Status
 from ..callbacks import IterInfo, call_callback
-from ._model import Ops, StructuredModel, make_model
+from ._model import Ops, StructuredModel, make_model, scalar_or_array
 from ._result import BatchedBilevelResult, BilevelResult
 from .lower import phase1_lp, solve_lower_lp, solve_lower_qp
 from .problem import BilevelProblem, Box, LowerLP, LowerQP
@@ -175,7 +175,7 @@ class BarrierSolver:
         ops = self.ops
         if x0 is None:
             x0 = np.zeros(p.n_x)
-        X = self._coerce(x0, p.n_x, "x0")
+        X = self.ops.coerce(x0, p.n_x, "x0")
         self.batched = be.is_torch and X.ndim == 2
         if X.ndim == 1:
             X = X[None]
@@ -187,7 +187,7 @@ class BarrierSolver:
                 y0 = self._y_interior(X)
             else:
                 y0 = ops.zeros(B, p.n_y)
-        Y = self._coerce(y0, p.n_y, "y0")
+        Y = self.ops.coerce(y0, p.n_y, "y0")
         if Y.ndim == 1:
             Y = Y[None]
         if Y.shape[0] != B:
@@ -198,29 +198,9 @@ class BarrierSolver:
         X = self._proj_X(X)
         return X, Y
 
-    def _coerce(self, v, n, name):
-        ops = self.ops
-        if is_torch(v) and not self.be.is_torch:
-            raise BackendError(f"{name}: torch tensor on a numpy solve")
-        try:
-            a = ops.arr(v if (is_torch(v) or not hasattr(v, "shape")) else np.asarray(v))
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise InvalidProblemError(f"{name}: cannot convert to an array ({exc})") from None
-        if a.ndim == 0 or a.shape[-1] != n or a.ndim > 2 or (a.ndim == 2 and not self.be.is_torch):
-            raise InvalidProblemError(f"{name}: expected shape ({n},)" + (" or (B, n)" if self.be.is_torch else "")
-                                      + f", got {tuple(a.shape)}")
-        if not bool(ops.host(ops.isfinite(a)).all()):
-            raise InvalidProblemError(f"{name}: contains NaN or inf")
-        return a.clone() if self.be.is_torch else a.copy()
 
     def _proj_X(self, X):
-        P = self.problem.X
-        if P is None:
-            return X
-        if isinstance(P, Box):
-            return P.project(X)
-        rows = [self.ops.arr(P(X[i])) for i in range(X.shape[0])]
-        return self.ops.torch.stack(rows) if self.be.is_torch else np.stack(rows)
+        return self.ops.project(self.problem.X, X)
 
     def _y_interior(self, X):
         p = self.problem
@@ -614,13 +594,14 @@ class BarrierSolver:
                 self.step(st)
                 elapsed = time.perf_counter() - t_begin
                 if history is not None:
-                    history.append(dict(time=elapsed, F=_sc(st.phi), t=st.t, residual=_sc(st.res),
-                                        step=_sc(st.a_prev), nit=st.k))
+                    history.append(dict(time=elapsed, F=scalar_or_array(st.phi), t=st.t,
+                                        residual=scalar_or_array(st.res), step=scalar_or_array(st.a_prev), nit=st.k))
                 if o.verbose >= 2:
                     _log.info("%6d %10.2e %14.7e %11.3e %9.2e", st.k, st.t, float(np.mean(st.phi)),
                               float(np.max(st.res)), float(np.mean(st.a_prev)))
-                info = IterInfo(nit=st.k, fun=_sc(st.phi), x=st.x if self.batched else st.x[0],
-                                residual=_sc(st.res), step=_sc(st.a_prev), elapsed=elapsed, extra=dict(t=st.t))
+                info = IterInfo(nit=st.k, fun=scalar_or_array(st.phi), x=st.x if self.batched else st.x[0],
+                                residual=scalar_or_array(st.res), step=scalar_or_array(st.a_prev), elapsed=elapsed,
+                                extra=dict(t=st.t))
                 if call_callback(o.callback, info):
                     stop = Status.CALLBACK_STOP
                     break
@@ -693,10 +674,6 @@ class BarrierSolver:
 
     _resolve = True
 
-
-def _sc(v):
-    v = np.asarray(v)
-    return float(v[0]) if v.size == 1 else v.copy()
 
 
 def _resolve(solver, X, Y, ctx):

@@ -33,9 +33,9 @@ from .._logging import get_logger, verbosity, warn
 from .._options import CommonOptions, option
 from .._result import Status
 from ..callbacks import IterInfo, call_callback
-from ._model import Ops, _Base
+from ._model import Ops, _Base, scalar_or_array
 from ._result import BatchedBilevelResult, BilevelResult
-from .problem import BilevelProblem, Box
+from .problem import BilevelProblem
 
 __all__ = ["LVHBAOptions", "LVHBAState", "LVHBASolver", "lvhba", "PRESETS", "StabilityWarning"]
 
@@ -137,7 +137,6 @@ class LVHBASolver:
         self.problem = problem
         self.opts = LVHBAOptions.build(**options)
         self.device, self.dtype = device, dtype
-        self._setup_done = False
 
     # ------------------------------------------------------------------ setup
     def _setup(self, x0, y0):
@@ -154,11 +153,11 @@ class LVHBASolver:
             be = Backend("numpy", None, np.dtype("float64"))
         self.be, self.ops = be, Ops(be)
         self.model = _Base(p, be, self.ops)
-        X = self._coerce(np.zeros(p.n_x) if x0 is None else x0, p.n_x, "x0")
+        X = self.ops.coerce(np.zeros(p.n_x) if x0 is None else x0, p.n_x, "x0")
         self.batched = be.is_torch and X.ndim == 2
         X = X if X.ndim == 2 else X[None]
         self.B = X.shape[0]
-        Y = self._coerce(np.zeros(p.n_y) if y0 is None else y0, p.n_y, "y0")
+        Y = self.ops.coerce(np.zeros(p.n_y) if y0 is None else y0, p.n_y, "y0")
         Y = Y if Y.ndim == 2 else Y[None]
         if Y.shape[0] != self.B:
             raise InvalidProblemError(f"y0: batch size {Y.shape[0]} does not match x0's {self.B}")
@@ -169,20 +168,6 @@ class LVHBASolver:
         self.lam_hi = self.ops.arr(np.full(m, o.r))
         return X, Y
 
-    def _coerce(self, v, n, name):
-        ops = self.ops
-        if is_torch(v) and not self.be.is_torch:
-            raise BackendError(f"{name}: torch tensor on a numpy solve")
-        try:
-            a = ops.arr(v if is_torch(v) else np.asarray(v, dtype=float))
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise InvalidProblemError(f"{name}: cannot convert to an array ({exc})") from None
-        if a.ndim == 0 or a.shape[-1] != n or a.ndim > 2 or (a.ndim == 2 and not self.be.is_torch):
-            raise InvalidProblemError(f"{name}: expected shape ({n},)" + (" or (B, n)" if self.be.is_torch else "")
-                                      + f", got {tuple(a.shape)}")
-        if not bool(ops.host(ops.isfinite(a)).all()):
-            raise InvalidProblemError(f"{name}: contains NaN or inf")
-        return a.clone() if self.be.is_torch else a.copy()
 
     def _resolve_proj_C(self):
         p = self.problem
@@ -205,18 +190,10 @@ class LVHBASolver:
         return a[None].repeat(self.B, 1) if self.be.is_torch else np.repeat(a[None], self.B, 0)
 
     # ------------------------------------------------------------------ projections
-    def _proj_set(self, S, V):
-        if S is None:
-            return V
-        if isinstance(S, Box):
-            return S.project(V)
-        rows = [self.ops.arr(S(V[i])) for i in range(V.shape[0])]
-        return self.ops.torch.stack(rows) if self.be.is_torch else np.stack(rows)
-
     def _proj_C(self, X, Y):
         P = self.proj_C
         if P is None:
-            return self._proj_set(self.problem.X, X), self._proj_set(self.problem.Y, Y)
+            return self.ops.project(self.problem.X, X), self.ops.project(self.problem.Y, Y)
         from .sets import CSet
 
         if isinstance(P, CSet):  # batched over the leading dimension
@@ -226,8 +203,7 @@ class LVHBASolver:
             xi, yi = P(X[i], Y[i])
             xs.append(self.ops.arr(xi))
             ys.append(self.ops.arr(yi))
-        stack = self.ops.torch.stack if self.be.is_torch else np.stack
-        return stack(xs), stack(ys)
+        return self.ops.stack(xs), self.ops.stack(ys)
 
     def _clip_lam(self, L):
         if self.be.is_torch:
@@ -249,9 +225,12 @@ class LVHBASolver:
             if viol > 1e-8 * max(1.0, float(np.abs(g).max())):
                 raise InvalidProblemError(f"proj_C: the projection of (x0, y0) violates g by {viol:.3g} "
                                           "(proj_C must map onto C = {g(x, y) <= 0})")
-        theta = self._proj_set(p.Y, Y.clone() if self.be.is_torch else Y.copy()) if o.theta0 is None else \
-            self._proj_set(p.Y, self._coerce(o.theta0, p.n_y, "theta0").reshape(-1, p.n_y).repeat(self.B, 1)
-                           if self.be.is_torch else np.repeat(self._coerce(o.theta0, p.n_y, "theta0")[None], self.B, 0))
+        if o.theta0 is None:
+            theta = self.ops.project(p.Y, Y.clone() if self.be.is_torch else Y.copy())
+        else:
+            th0 = self.ops.coerce(o.theta0, p.n_y, "theta0").reshape(-1, p.n_y)
+            th0 = th0.repeat(self.B, 1) if self.be.is_torch else np.repeat(th0, self.B, 0)
+            theta = self.ops.project(p.Y, th0)
         lam = self._clip_lam(self._vec(o.lam0, p.m, "lam0"))
         z = self._clip_lam(self._vec(o.z0, p.m, "z0"))
         if o.stability_check:
@@ -338,7 +317,7 @@ class LVHBASolver:
         else:
             d_th = gfy_th + (Th - Y) / o.gamma1
             Lam_n = Lam
-        Th_n = self._proj_set(p.Y, Th - o.eta * d_th)
+        Th_n = self.ops.project(p.Y, Th - o.eta * d_th)
         gFx, gFy = model.grad_F(X, Y)
         gfx, gfy = model.grad_f(X, Y)
         gfx_th, _ = model.grad_f(X, Th_n)
@@ -424,15 +403,15 @@ class LVHBASolver:
                     self._restore_finite(st, last_good)
                 last_good = self._snapshot(st)
                 elapsed = time.perf_counter() - t_begin
-                Fv = _sc(self.ops.host(self.model.F(st.x, st.y)))
+                Fv = scalar_or_array(self.ops.host(self.model.F(st.x, st.y)))
                 if history is not None:
-                    history.append(dict(time=elapsed, F=Fv, residual=_sc(st.R), inner=_sc(st.inner),
-                                        value_gap=_sc(st.gap), nit=st.k))
+                    history.append(dict(time=elapsed, F=Fv, residual=scalar_or_array(st.R),
+                                        inner=scalar_or_array(st.inner), value_gap=scalar_or_array(st.gap), nit=st.k))
                 if o.verbose >= 2:
                     _log.info("%7d %14.7e %11.3e %11.3e %11.3e", st.k, float(np.mean(Fv)), float(np.max(st.R)),
                               float(np.max(st.inner)), float(np.max(np.abs(st.gap))))
-                info = IterInfo(nit=st.k, fun=Fv, x=st.x if self.batched else st.x[0], residual=_sc(st.R),
-                                elapsed=elapsed, extra=dict(value_gap=_sc(st.gap)))
+                info = IterInfo(nit=st.k, fun=Fv, x=st.x if self.batched else st.x[0], residual=scalar_or_array(st.R),
+                                elapsed=elapsed, extra=dict(value_gap=scalar_or_array(st.gap)))
                 if call_callback(o.callback, info):
                     stop = Status.CALLBACK_STOP
                     break
@@ -479,7 +458,7 @@ class LVHBASolver:
             if at_bound[i]:
                 m = (m + "; " if m else "") + f"lambda or z at the multiplier box bound r = {o.r:g}"
             msgs.append(m)
-        extra = dict(lambda_at_bound=[bool(b) for b in at_bound], inner_residual=_sc(st.inner),
+        extra = dict(lambda_at_bound=[bool(b) for b in at_bound], inner_residual=scalar_or_array(st.inner),
                      c_k=o.c_bar * max(st.k, 1) ** o.p, stability=getattr(self, "stability", None),
                      projector_residual=getattr(self.proj_C, "last_residual", None))
         common = dict(nit=st.k, nfev=st.nfev, n_ll_iter=st.k, wall_time=wall, history=history, backend=self.be.name,
@@ -506,10 +485,6 @@ class LVHBASolver:
 
     _resolve = True
 
-
-def _sc(v):
-    v = np.asarray(v)
-    return float(v[0]) if v.size == 1 else v.copy()
 
 
 def _resolve_lvhba(solver, st):
