@@ -477,7 +477,7 @@ class BarrierSolver:
         else:
             a = np.full(self.B, o.alpha_x / (math.sqrt(st.k + 1) if o.step == "diminishing" else 1.0))
         searching = run.copy()
-        newX, newY, newL = X, Y, st.L
+        newX, newY, newL, newF = X, Y, st.L, st.phi
         accepted = np.zeros(self.B, bool)
         for _ in range(41):
             Xp = self._proj_X(X - ops.arr(a)[:, None] * G)
@@ -499,6 +499,7 @@ class BarrierSolver:
                 newX = ops.where(m, Xp, newX)
                 newY = ops.where(m, Yp, newY)
                 newL = ops.where(m[..., None], Lp, newL)
+                newF = np.where(acc, Fp, newF)
                 accepted |= acc
             searching &= ~acc
             if not searching.any():
@@ -518,7 +519,7 @@ class BarrierSolver:
             st.bb = np.where(accepted, bb, st.bb if st.bb is not None else np.nan)
             st.grad = Gnew
             st.x, st.y, st.L = newX, newY, newL
-            st.phi = np.where(accepted, ops.host(model.F(newX, newY)), st.phi)
+            st.phi = newF  # F at the accepted trials, already evaluated by the line search
             st.res = np.where(accepted, self._res(newX, st.grad), st.res)
             st.a_prev = np.where(accepted, a, st.a_prev)
         st.k += 1

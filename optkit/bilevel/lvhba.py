@@ -36,6 +36,7 @@ from ..callbacks import IterInfo, call_callback
 from ._model import Ops, _Base, scalar_or_array
 from ._result import BatchedBilevelResult, BilevelResult
 from .problem import BilevelProblem
+from .sets import CSet, from_lower
 
 __all__ = ["LVHBAOptions", "LVHBAState", "LVHBASolver", "lvhba", "PRESETS", "StabilityWarning"]
 
@@ -175,8 +176,6 @@ class LVHBASolver:
             return p.proj_C
         if p.m == 0:
             return None  # C = X x Y
-        from .sets import from_lower
-
         auto = from_lower(p) if p.lower is not None else None
         if auto is None:
             raise InvalidProblemError("proj_C: LV-HBA needs the projection onto C = {(x, y): g(x, y) <= 0} "
@@ -194,8 +193,6 @@ class LVHBASolver:
         P = self.proj_C
         if P is None:
             return self.ops.project(self.problem.X, X), self.ops.project(self.problem.Y, Y)
-        from .sets import CSet
-
         if isinstance(P, CSet):  # batched over the leading dimension
             return P.project(X, Y)
         xs, ys = [], []
