@@ -5,6 +5,7 @@ test code. The test-only ridge solver keeps the contracts exercised on their own
 """
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -171,7 +172,12 @@ def test_torch_preserves_dtype_and_device(entry, dtype):
     for dev in devices:
         case = entry.make_case("torch", 6)
         tdt = getattr(torch, dtype)
-        conv = lambda v, dev=dev, tdt=tdt: v.to(device=dev, dtype=tdt) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+        def conv(v, dev=dev, tdt=tdt):
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                return v.to(device=dev, dtype=tdt)
+            if dataclasses.is_dataclass(v) and callable(getattr(v, "to", None)):  # data containers (mimo Feedback)
+                return v.to(device=dev, dtype=tdt)
+            return v
         args = tuple(conv(a) for a in case.args)
         kwargs = {k: conv(v) for k, v in case.kwargs.items()}
         res = entry.solve(*args, **kwargs)
