@@ -44,13 +44,13 @@ MODES = ("stable", "reference", "fast")
 _MODE_DEFAULTS = {
     "reference": dict(rho=1.0, max_iter=100, tol=1e-3, em_iter=60, em_tol=0.0, u_solver="em", phi_floor=1e-3,
                       hr_oversample=16, hr_max_sweeps=10, hr_tol=1e-3, hr_refine="pg-reference", hr_joint_ls=False,
-                      hr_warm_start=False, hr_mode="reference"),
+                      hr_warm_start=False, hr_keep_best=False, hr_mode="reference"),
     "stable": dict(rho=1.0, max_iter=100, tol=1e-3, em_iter=60, em_tol=1e-8, u_solver="em", phi_floor=0.0,
                    hr_oversample=16, hr_max_sweeps=10, hr_tol=1e-3, hr_refine="newton", hr_joint_ls=True,
-                   hr_warm_start=False, hr_mode="stable"),
+                   hr_warm_start=False, hr_keep_best=True, hr_mode="stable"),
     "fast": dict(rho=1.0, max_iter=100, tol=1e-3, em_iter=60, em_tol=1e-5, u_solver="em", phi_floor=0.0,
                  hr_oversample=4, hr_max_sweeps=3, hr_tol=1e-3, hr_refine="newton", hr_joint_ls=True,
-                 hr_warm_start=True, hr_mode="fast"),
+                 hr_warm_start=True, hr_keep_best=True, hr_mode="fast"),
 }
 
 
@@ -83,9 +83,13 @@ class REDEEMOptions(Options):
     hr_joint_ls: bool | None = option(None, kind="bool", allow_none=True, doc="joint LS of the gains after HR")
     hr_warm_start: bool | None = option(None, kind="bool", allow_none=True,
                                         doc="warm-start HR from the previous paths (full RELAX at t <= 3, every 10)")
+    hr_keep_best: bool | None = option(
+        None, kind="bool", allow_none=True,
+        doc="where RELAX runs from scratch and previous paths exist, also refine those paths and keep the fit "
+            "with the lower residual (a better projection onto the K-path set; stable and fast: True)")
     polish: bool = option(False, kind="bool", doc="Levenberg-Marquardt polish of the paths on the likelihood")
     rho_schedule: str = option("constant", kind="choice", choices=("constant", "residual-balancing"),
-                               doc="rho x2 if ||R-U|| > 10 rho ||dU||, /2 in the opposite case")
+                               doc="'residual-balancing': rho x2 if ||R-U|| > 10 rho ||dU||, /2 in the opposite case")
     ber_model: float = option(0.0, kind="float", low=0.0, high=0.5,
                               doc="codeword substitution probability in the likelihood")
     time_limit: float | None = option(None, kind="float", low=0.0, low_open=True, allow_none=True,
@@ -494,22 +498,24 @@ class REDEEM:
         kw = dict(mode=o["hr_mode"], oversample=o["hr_oversample"], max_sweeps=o["hr_max_sweeps"], tol=o["hr_tol"],
                   refine=o["hr_refine"], joint_ls=o["hr_joint_ls"])
         chunk = self.options.batch_chunk
-        warm = o["hr_warm_start"] and paths is not None and k > 3
+        # fast mode: only the warm start, except a cold RELAX at t <= 3 and every 10 iterations
+        warm_only = o["hr_warm_start"] and k > 3 and k % 10 != 0
+        use_paths = paths is not None and (o["hr_warm_start"] and k > 3 or o["hr_keep_best"])
 
         def call(Yc, p0):
             if p0 is None:
                 return harmonic_retrieval(Yc, self.K, **kw)
             res_w = harmonic_retrieval(Yc, self.K, paths0=p0, **kw)
-            if k % 10:
+            if warm_only:
                 return res_w
             res_f = harmonic_retrieval(Yc, self.K, **kw)
-            return better_fit(res_w, res_f)
+            return better_fit(res_f, res_w) if o["hr_keep_best"] else res_f
 
         if chunk is None or chunk >= self.B:
-            return call(Y, paths if warm else None)
+            return call(Y, paths if use_paths else None)
         parts = []
         for i in range(0, self.B, chunk):
-            p0 = None if not warm else tuple(p[i:i + chunk] for p in paths)
+            p0 = None if not use_paths else tuple(p[i:i + chunk] for p in paths)
             parts.append(call(Y[i:i + chunk], p0))
         return _concat_hr(parts)
 
