@@ -18,6 +18,7 @@ the leading axis, each has its own sigma, rho, status and stopping; finished use
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import time
 from typing import Any
@@ -789,8 +790,12 @@ def _concat_hr(parts):
     return HRResult(**{f.name: cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(HRResult)})
 
 
-def recover(feedback, n_paths, *, method="redeem", device=None, dtype=None, x0=None, y0=None, paths0=None,
-            **options):
+def recover(feedback, n_paths, *, method="redeem", mode="stable", rho=None, max_iter=None, tol=None, em_iter=None,
+            em_tol=None, u_solver=None, sigma="auto", phi_floor=None, hr_oversample=None, hr_max_sweeps=None,
+            hr_tol=None, hr_refine=None, hr_joint_ls=None, hr_warm_start=None, hr_keep_best=None, polish=False,
+            rho_schedule="constant", ber_model=0.0, x0=None, y0=None, paths0=None, time_limit=None, check_every=5,
+            batch_chunk=None, verbose=0, callback=None, record_history=False, device=None, dtype=None,
+            **baseline_options):
     """Recover the channel(s) behind ``feedback`` with a K-path model.
 
     Parameters
@@ -814,6 +819,18 @@ def recover(feedback, n_paths, *, method="redeem", device=None, dtype=None, x0=N
     MIMOResult or BatchedMIMOResult
     """
     if method in ("redeem", "REDEEM"):
+        if baseline_options:
+            name = next(iter(baseline_options))
+            close = difflib.get_close_matches(name, REDEEMOptions.names(), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise TypeError(f"recover got an unknown option '{name}'{hint}")
+        options = dict(mode=mode, rho=rho, max_iter=max_iter, tol=tol, em_iter=em_iter, em_tol=em_tol,
+                       u_solver=u_solver, sigma=sigma, phi_floor=phi_floor, hr_oversample=hr_oversample,
+                       hr_max_sweeps=hr_max_sweeps, hr_tol=hr_tol, hr_refine=hr_refine, hr_joint_ls=hr_joint_ls,
+                       hr_warm_start=hr_warm_start, hr_keep_best=hr_keep_best, polish=polish,
+                       rho_schedule=rho_schedule, ber_model=ber_model, time_limit=time_limit,
+                       check_every=check_every, batch_chunk=batch_chunk, verbose=verbose, callback=callback,
+                       record_history=record_history)
         solver = REDEEM(feedback, n_paths, device=device, dtype=dtype, **options)
         return solver.run(x0=x0, y0=y0, paths0=paths0)
     from . import baselines
@@ -827,7 +844,7 @@ def recover(feedback, n_paths, *, method="redeem", device=None, dtype=None, x0=N
           "qiht": baselines.qiht, "omp": baselines.omp}.get(method)
     if fn is None:
         raise InvalidProblemError(f"method: must be 'redeem', 'lmmse', 'two-stage', 'qiht' or 'omp', got {method!r}")
-    return fn(feedback, n_paths, **options)
+    return fn(feedback, n_paths, **baseline_options)
 
 
 def dequantize(feedback, *, rho=1.0, n_paths=1, **options):
