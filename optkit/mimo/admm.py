@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import numpy as np
+import scipy.special
 
 from .._errors import InvalidProblemError
 from .._logging import get_logger, warn
@@ -40,6 +41,7 @@ __all__ = ["REDEEM", "dequantize", "REDEEMOptions", "REDEEMState", "MIMOResult",
 log = get_logger("mimo")
 
 MODES = ("stable", "reference", "fast")
+_BER_WARMUP = 10  # ADMM iterations on the plain likelihood before ber_model applies
 
 #: mode defaults (spec §3.5); explicit options override them
 _MODE_DEFAULTS = {
@@ -303,15 +305,18 @@ class REDEEM:
         self.s = _xp.asarray_like(np.full(self.B, s) if isinstance(s, float) else _xp.to_host(s).reshape(-1),
                                   like, dtype=like.dtype)
         self.op = fb.operator
-        self.sigma = self._sigma(o)
+        self.sigma = self._sigma()
+        # the M-step's weights: exact 1/sigma; reference mode drops them (flaw 3, right only under the clamp)
         self.dM = 1.0 / self.sigma if self.options.mode != "reference" else self.sigma * 0 + 1.0
         self.G = self.op.gram()
-        self._log = log
+        self._eps = self.options.ber_model
 
     # ------------------------------------------------------------------------------------------- sigma
-    def _sigma(self, o):
+    def _sigma(self):
+        """The likelihood's sigma_i in scaled units (B, R), per the ``sigma`` option and the mode."""
         fb, like = self.fb, self.lo
         nv = _xp.asarray_like(_xp.to_host(fb.noise_var).reshape(self.B, self.R), like, dtype=like.dtype)
+
         def per_user(v):
             return _xp.asarray_like(np.full(self.B, v) if isinstance(v, float) else _xp.to_host(v).reshape(-1),
                                     like, dtype=like.dtype)
@@ -352,22 +357,23 @@ class REDEEM:
             logp, mean, _ = naive_moments(mu, self.lo, self.hi, sig, phi_floor=self.cfg["phi_floor"])
         else:
             logp, mean, _ = truncnorm_moments(mu, self.lo, self.hi, sig)
-        eps = self.options.ber_model
+        eps = self._eps
         if eps > 0:
-            # mixture with a uniformly random codeword: w_hat' = mu + pi (w_hat - mu)
+            # mixture with a uniformly random codeword: w_hat' = mu + pi (w_hat - mu), pi the posterior
+            # weight of the true cell
             lu = math.log(eps / 2 ** self.fb.bits) - math.log1p(-eps)
-            x = lu - logp
-            pi = 1.0 / (1.0 + (x.exp() if self.torch else np.exp(x)))
+            x = logp - lu
+            pi = _xp.get_torch().sigmoid(x) if self.torch else scipy.special.expit(x)
             mean = mu + pi * (mean - mu)
             logp = math.log1p(-eps) + (_lae(logp, lu))
         return -logp.sum(-1), mean
 
-    def nll(self, mu):
+    def nll(self, mu, eps=None):
         """f at mu (B, R) with the stable kernel and the sigma used (what ``fun`` reports)."""
         from .kernels import truncnorm_moments
 
         logp, _, _ = truncnorm_moments(mu, self.lo, self.hi, self.sigma)
-        eps = self.options.ber_model
+        eps = self.options.ber_model if eps is None else eps
         if eps > 0:
             lu = math.log(eps / 2 ** self.fb.bits) - math.log1p(-eps)
             logp = math.log1p(-eps) + _lae(logp, lu)
@@ -450,7 +456,7 @@ class REDEEM:
 
         def F(c, Gc):
             mu = (Gc + Av) / r
-            return self.nll(mu) + (c * Gc).sum(-1) / (2 * rho), mu
+            return self.nll(mu, self._eps) + (c * Gc).sum(-1) / (2 * rho), mu
 
         Fc, mu = F(c, Gc)
         while n_it < em_iter:
@@ -590,6 +596,9 @@ class REDEEM:
     def step(self, st: REDEEMState) -> REDEEMState:
         """One ADMM iteration for the users not done (the others are frozen)."""
         t0 = time.perf_counter()
+        # with codeword errors in the model, a poor start makes every far cell an outlier (pi ~ 0) and the
+        # EM stays at 0: the first iterations use the plain likelihood
+        self._eps = self.options.ber_model if st.k >= _BER_WARMUP else 0.0
         rho = st.rho
         r = rho[:, None]
         Y = unvec_real(st.U - st.Lam / r, self.n_r, self.n_t)

@@ -258,3 +258,40 @@ def test_callback_and_max_iter_zero():
     seen = []
     res = recover(fb, 2, callback=lambda info: seen.append(info.residual) or len(seen) == 2)
     assert res.status == Status.CALLBACK_STOP and res.nit == 2 and len(seen) == 2
+
+
+def test_ber_model_is_robust_to_codeword_errors():
+    """5% random codewords: the plain likelihood fails, the mixture likelihood (ber_model) recovers."""
+    plain, robust = [], []
+    for seed in range(4):
+        ch = random_channel(8, 12, 2, rng=seed)
+        fb = feedback(ch.H, R=96, bits=4, rng=seed, ber=0.05)
+        plain.append(float(nmse(recover(fb, 2, mode="fast", max_iter=60).H_hat, ch.H)))
+        robust.append(float(nmse(recover(fb, 2, mode="fast", max_iter=60, ber_model=0.05).H_hat, ch.H)))
+    assert np.median(plain) > 0.1
+    assert np.median(robust) < 5e-3
+
+
+@pytest.mark.parametrize("opts", [dict(sigma="from-snr"), dict(u_solver="newton"), dict(hr_keep_best=False),
+                                  dict(rho_schedule="residual-balancing"), dict(polish=True)])
+def test_options_give_comparable_estimates(opts):
+    ch, fb = _v9(3)
+    base = float(nmse(recover(fb, 2, mode="fast", max_iter=60).H_hat, ch.H))
+    got = float(nmse(recover(fb, 2, mode="fast", max_iter=60, **opts).H_hat, ch.H))
+    assert got < 3 * base + 1e-4
+
+
+def test_batch_chunk_equals_one_call():
+    ch = random_channel(8, 12, 2, batch=3, rng=11)
+    fb = feedback(ch.H, R=96, bits=4, rng=2)
+    a = recover(fb, 2, mode="fast", max_iter=20)
+    b = recover(fb, 2, mode="fast", max_iter=20, batch_chunk=2)
+    np.testing.assert_allclose(b.H_hat, a.H_hat, atol=1e-12)
+
+
+def test_pilot_noise_and_complex_pilots():
+    ch = random_channel(8, 12, 2, rng=5)
+    for kw in (dict(scheme=1, pilot_snr_db=20.0), dict(scheme=2, pilots="complex")):
+        fb = feedback(ch.H, R=96, bits=4, rng=1, **kw)
+        res = recover(fb, 2, mode="fast", max_iter=60)
+        assert float(nmse(res.H_hat, ch.H)) < 0.05
