@@ -36,6 +36,12 @@ def test_bits_small_writes_records_summary_and_plots(tmp_path):
     assert (tmp_path / "nmse_vs_bits.png").stat().st_size > 0
     assert "| redeem:fast | 1 | 24 |" in (tmp_path / "table.md").read_text()
     assert (tmp_path / "summary.csv").read_text().startswith("method,")
+    # rebuilding from the records gives the same summary and keeps the original command
+    (tmp_path / "table.md").unlink()
+    assert _go("--out", tmp_path, "--from-records", "--quiet") == 0
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["rows"] == summary["rows"] and again["command"] == summary["command"]
+    assert (tmp_path / "table.md").exists()
 
 
 def test_method_spec_parsing():
