@@ -353,10 +353,15 @@ def _plots(rows, out, exp):
         return groups
 
     if exp in ("bits", "ablation"):
-        for ykey, name, ylabel, logy in (("nmse_mean", "nmse_vs_bits.png", "NMSE (linear, mean)", True),
-                                         ("bgain_mean", "bgain_vs_bits.png", "beamforming gain (matched)", False)):
+        # every method, then REDEEM and the oracle alone (the figure's comparison, readable)
+        focus = lambda r: r["pilot_snr_db"] is None and r["method"].startswith(("redeem", "oracle"))  # noqa: E731
+        for ykey, name, ylabel, logy, filt in (
+                ("nmse_mean", "nmse_vs_bits.png", "NMSE (linear, mean)", True, lambda r: r["pilot_snr_db"] is None),
+                ("nmse_mean", "nmse_vs_bits_redeem.png", "NMSE (linear, mean)", True, focus),
+                ("bgain_mean", "bgain_vs_bits.png", "beamforming gain (matched)", False,
+                 lambda r: r["pilot_snr_db"] is None)):
             fig, ax = plt.subplots(figsize=(8, 5))
-            for (m, sch, d), rs in series("payload_bits", ykey, lambda r: r["pilot_snr_db"] is None).items():
+            for (m, sch, d), rs in series("payload_bits", ykey, filt).items():
                 rs = sorted(rs, key=lambda r: r["payload_bits"])
                 ax.plot([r["payload_bits"] for r in rs], [r[ykey] for r in rs], **style(m, sch, d),
                         label=f"{m} S{sch}{' dither' if d else ''}")
