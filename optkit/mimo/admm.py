@@ -75,7 +75,9 @@ class REDEEMOptions(Options):
     u_solver: str | None = option(None, kind="choice", choices=("em", "newton", None), allow_none=True,
                                   doc="'em' (accelerated MM) or 'newton' (for small sigma)")
     sigma: Any = option("auto", kind="any",
-                        doc="'auto', 'from-snr' or a positive float (scaled units) for the likelihood's sigma")
+                        doc="the likelihood's sigma: 'auto' (the mode's rule), 'from-snr', 'adaptive' (auto plus "
+                            "the model-mismatch variance mean((A(U - R))^2), for channels that are not a few "
+                            "paths) or a positive float (scaled units)")
     phi_floor: float | None = option(None, kind="float", low=0.0, allow_none=True,
                                      doc="floor of the Phi difference (reference 1e-3; 0: the stable kernel)")
     hr_oversample: int | None = option(None, kind="int", low=1, allow_none=True, doc="HR FFT oversampling")
@@ -305,7 +307,9 @@ class REDEEM:
         self.s = _xp.asarray_like(np.full(self.B, s) if isinstance(s, float) else _xp.to_host(s).reshape(-1),
                                   like, dtype=like.dtype)
         self.op = fb.operator
+        self._adaptive = isinstance(self.options.sigma, str) and self.options.sigma == "adaptive"
         self.sigma = self._sigma()
+        self._sigma0 = self.sigma
         # the M-step's weights: exact 1/sigma; reference mode drops them (flaw 3, right only under the clamp)
         self.dM = 1.0 / self.sigma if self.options.mode != "reference" else self.sigma * 0 + 1.0
         self.G = self.op.gram()
@@ -325,7 +329,7 @@ class REDEEM:
         spec = self.options.sigma
         s = self.s[:, None]
         if isinstance(spec, str):
-            if spec == "auto":
+            if spec in ("auto", "adaptive"):
                 if self.options.mode == "reference":
                     # flaw 2 reproduced: clamp to half a quantization step, dither added or not
                     sig = s * (sig_nom[:, None] ** 2 + nv) ** 0.5
@@ -340,7 +344,8 @@ class REDEEM:
                 est = _xp.asarray_like(est, like, dtype=like.dtype)
                 sig = s * (est[:, None] ** 2 + nv) ** 0.5
             else:
-                raise InvalidProblemError(f"sigma: must be 'auto', 'from-snr' or a positive float, got {spec!r}")
+                raise InvalidProblemError(
+                    f"sigma: must be 'auto', 'adaptive', 'from-snr' or a positive float, got {spec!r}")
         else:
             if isinstance(spec, bool) or not isinstance(spec, (int, float)) or not math.isfinite(spec) or spec <= 0:
                 raise InvalidProblemError(f"sigma: must be 'auto', 'from-snr' or a positive float, got {spec!r}")
@@ -608,6 +613,13 @@ class REDEEM:
         Rv = vec_real(res.H)
         Rv = Rv.to(st.U.dtype) if self.torch else Rv.astype(st.U.dtype, copy=False)
         v = st.Lam + r * Rv
+        if self._adaptive:
+            # model-mismatch variance: what the K-path fit leaves unexplained in the measurements
+            mis = self._matvec(st.U - Rv) if st.k > 0 else self.lo * 0
+            tau2 = (mis * mis).mean(-1, keepdims=True)
+            self.sigma = (self._sigma0 ** 2 + tau2) ** 0.5
+            self.dM = 1.0 / self.sigma
+            self._wood_cache = None
         wood = self._wood(rho)
         u, mu, n_it, kkt = self.u_step(st.U, st.mu, v, rho, wood)
         t2 = time.perf_counter()
