@@ -47,13 +47,13 @@ _BER_WARMUP = 10  # ADMM iterations on the plain likelihood before ber_model app
 _MODE_DEFAULTS = {
     "reference": dict(rho=1.0, max_iter=100, tol=1e-3, em_iter=60, em_tol=0.0, u_solver="em", phi_floor=1e-3,
                       hr_oversample=16, hr_max_sweeps=10, hr_tol=1e-3, hr_refine="pg-reference", hr_joint_ls=False,
-                      hr_warm_start=False, hr_keep_best=False, hr_mode="reference"),
+                      hr_warm_start=False, hr_keep_best=False, keep_best=False, hr_mode="reference"),
     "stable": dict(rho=1.0, max_iter=100, tol=1e-3, em_iter=60, em_tol=1e-8, u_solver="em", phi_floor=0.0,
                    hr_oversample=16, hr_max_sweeps=10, hr_tol=1e-3, hr_refine="newton", hr_joint_ls=True,
-                   hr_warm_start=False, hr_keep_best=True, hr_mode="stable"),
+                   hr_warm_start=False, hr_keep_best=True, keep_best=True, hr_mode="stable"),
     "fast": dict(rho=1.0, max_iter=100, tol=1e-3, em_iter=60, em_tol=1e-5, u_solver="em", phi_floor=0.0,
                  hr_oversample=4, hr_max_sweeps=3, hr_tol=1e-3, hr_refine="newton", hr_joint_ls=True,
-                 hr_warm_start=True, hr_keep_best=True, hr_mode="fast"),
+                 hr_warm_start=True, hr_keep_best=True, keep_best=True, hr_mode="fast"),
 }
 
 
@@ -92,6 +92,10 @@ class REDEEMOptions(Options):
         None, kind="bool", allow_none=True,
         doc="where RELAX runs from scratch and previous paths exist, also refine those paths and keep the fit "
             "with the lower residual (a better projection onto the K-path set; stable and fast: True)")
+    keep_best: bool | None = option(
+        None, kind="bool", allow_none=True,
+        doc="return the structured iterate R with the lowest likelihood f(R) seen, not the last one (ADMM on the "
+            "nonconvex K-path set can drift away from it under a model mismatch; stable and fast: True)")
     polish: bool = option(False, kind="bool", doc="Levenberg-Marquardt polish of the paths on the likelihood")
     rho_schedule: str = option("constant", kind="choice", choices=("constant", "residual-balancing"),
                                doc="'residual-balancing': rho x2 if ||R-U|| > 10 rho ||dU||, /2 in the opposite case")
@@ -177,6 +181,8 @@ class REDEEMState:
     em_iters: int = 0
     kkt: Any = None
     last_finite: Any = None
+    best_f: Any = None  # (B,) lowest f(R) seen (keep_best)
+    best: Any = None  # (R, omega_r, omega_t, beta) at best_f
 
 
 def check_model_order(n_paths, n_r, n_t, R):
@@ -633,7 +639,9 @@ class REDEEM:
                           rho=rho, k=st.k + 1, done=st.done, status=st.status, mu=upd(mu, st.mu),
                           dU=_xp.where(keep, st.dU, dU) if st.dU is not None else dU,
                           hr_residual=res.residual, hr_sweeps=res.sweeps, em_iters=n_it, kkt=kkt,
-                          last_finite=st.last_finite)
+                          last_finite=st.last_finite, best_f=st.best_f, best=st.best)
+        if self.cfg["keep_best"]:
+            self._track_best(new, keep)
         if self.options.rho_schedule == "residual-balancing":
             prim = _norm(Rv - u)
             up = prim > 10 * rho * dU
@@ -643,6 +651,19 @@ class REDEEM:
         self._times[0] += t1 - t0
         self._times[1] += t2 - t1
         return new
+
+    def _track_best(self, st, frozen):
+        """Remember, per user, the structured iterate with the lowest f(R) (one A-product and one kernel call)."""
+        fR = self.nll(self._matvec(st.R))
+        fR = _xp.where(fR == fR, fR, fR * 0 + math.inf)  # NaN never wins
+        cur = (st.R, st.omega[0], st.omega[1], st.beta)
+        if st.best_f is None:
+            st.best_f, st.best = fR, cur
+            return
+        better = (fR < st.best_f) & ~frozen
+        b1 = better[:, None]
+        st.best = tuple(_xp.where(b1, c, b) for c, b in zip(cur, st.best))
+        st.best_f = _xp.where(better, fR, st.best_f)
 
     def _wood(self, rho):
         key = _xp.to_host(rho).tobytes()
@@ -710,15 +731,19 @@ class REDEEM:
                         break
         if stop_reason is not None:
             status[~done] = int(stop_reason)
-        if opts.polish and st.omega is not None:
-            t0 = time.perf_counter()
-            wr, wt, beta, _ = polish(self, st.omega[0], st.omega[1], st.beta)
-            H, _ = _path_jacobian(self.n_r, self.n_t, wr, wt, beta)
-            st.omega, st.beta, st.R = (wr, wt), beta, vec_real(H)
-            self._times[0] += time.perf_counter() - t0
         st.status = status
-        self.state = st
-        return self._result(st, status, n_hr, nfev, time.perf_counter() - t_start, history)
+        self.state = st  # the ADMM iterate, to continue from; the result may report another R
+        out = st
+        if self.cfg["keep_best"] and st.best is not None:
+            Rb, wrb, wtb, bb = st.best
+            out = dataclasses.replace(st, R=Rb, omega=(wrb, wtb), beta=bb)
+        if opts.polish and out.omega is not None:
+            t0 = time.perf_counter()
+            wr, wt, beta, _ = polish(self, out.omega[0], out.omega[1], out.beta)
+            H, _ = _path_jacobian(self.n_r, self.n_t, wr, wt, beta)
+            out = dataclasses.replace(out, omega=(wr, wt), beta=beta, R=vec_real(H))
+            self._times[0] += time.perf_counter() - t0
+        return self._result(out, status, n_hr, nfev, time.perf_counter() - t_start, history)
 
     def _record(self, st):
         fU = _xp.to_host(self.nll(st.mu))
@@ -813,7 +838,8 @@ def _concat_hr(parts):
 
 def recover(feedback, n_paths, *, method="redeem", mode="stable", rho=None, max_iter=None, tol=None, em_iter=None,
             em_tol=None, u_solver=None, sigma="auto", phi_floor=None, hr_oversample=None, hr_max_sweeps=None,
-            hr_tol=None, hr_refine=None, hr_joint_ls=None, hr_warm_start=None, hr_keep_best=None, polish=False,
+            hr_tol=None, hr_refine=None, hr_joint_ls=None, hr_warm_start=None, hr_keep_best=None, keep_best=None,
+            polish=False,
             rho_schedule="constant", ber_model=0.0, x0=None, y0=None, paths0=None, time_limit=None, check_every=5,
             batch_chunk=None, verbose=0, callback=None, record_history=False, device=None, dtype=None,
             **baseline_options):
@@ -848,7 +874,7 @@ def recover(feedback, n_paths, *, method="redeem", mode="stable", rho=None, max_
         options = dict(mode=mode, rho=rho, max_iter=max_iter, tol=tol, em_iter=em_iter, em_tol=em_tol,
                        u_solver=u_solver, sigma=sigma, phi_floor=phi_floor, hr_oversample=hr_oversample,
                        hr_max_sweeps=hr_max_sweeps, hr_tol=hr_tol, hr_refine=hr_refine, hr_joint_ls=hr_joint_ls,
-                       hr_warm_start=hr_warm_start, hr_keep_best=hr_keep_best, polish=polish,
+                       hr_warm_start=hr_warm_start, hr_keep_best=hr_keep_best, keep_best=keep_best, polish=polish,
                        rho_schedule=rho_schedule, ber_model=ber_model, time_limit=time_limit,
                        check_every=check_every, batch_chunk=batch_chunk, verbose=verbose, callback=callback,
                        record_history=record_history)
