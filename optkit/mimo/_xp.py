@@ -14,7 +14,7 @@ import scipy.special
 from .._backend import get_torch, is_torch
 
 __all__ = ["is_torch", "erfcx", "ndtr", "log_ndtr", "fft2", "cholesky", "cho_solve", "eigh", "solve",
-           "real_dtype", "complex_dtype", "zeros", "asarray_like", "to_host", "argmax_flat", "where",
+           "real_dtype", "complex_dtype", "zeros", "eye", "asarray_like", "to_host", "argmax_flat", "where",
            "sync_any"]
 
 
@@ -89,6 +89,13 @@ def zeros(like, shape, dtype=None):
     if is_torch(like):
         return get_torch().zeros(shape, dtype=dtype or like.dtype, device=like.device)
     return np.zeros(shape, dtype=dtype or like.dtype)
+
+
+def eye(like, n):
+    """The n x n identity with the dtype and backend/device of ``like``."""
+    if is_torch(like):
+        return get_torch().eye(n, dtype=like.dtype, device=like.device)
+    return np.eye(n, dtype=like.dtype)
 
 
 def asarray_like(x, like, dtype=None):

@@ -254,10 +254,7 @@ class _Woodbury:
             self.inv_diag = 1.0 / (rho[:, None] + self.d[:, :1] ** 2 * self.lam)
             return
         K = self.d[..., :, None] * self.G * self.d[..., None, :]
-        eye = _xp.zeros(K, K.shape[-2:])
-        idx = np.arange(K.shape[-1])
-        eye[idx, idx] = 1.0
-        self.L = _xp.cholesky(K + rho[:, None, None] * eye)
+        self.L = _xp.cholesky(K + rho[:, None, None] * _xp.eye(K, K.shape[-1]))
 
     def solve(self, x):
         """K^{-1} x for x (B, R)."""
@@ -963,9 +960,9 @@ def polish(solver, wr, wt, beta, *, max_steps=20):
         diag = M.diagonal(dim1=-2, dim2=-1) if torch_mode else np.diagonal(M, axis1=-2, axis2=-1)
         improved_any = False
         for _ in range(8):
-            Md = M + (lam[:, None] * diag)[..., None] * _eye_like(M)
+            Md = M + (lam[:, None] * diag)[..., None] * _xp.eye(M, M.shape[-1])
             try:
-                step = -_xp.solve(Md + 1e-12 * _eye_like(M) * (diag.max(-1)[:, None, None] if not torch_mode
+                step = -_xp.solve(Md + 1e-12 * _xp.eye(M, M.shape[-1]) * (diag.max(-1)[:, None, None] if not torch_mode
                                                                  else diag.amax(-1)[:, None, None]), g[..., None])[..., 0]
             except Exception:  # singular: damp harder
                 lam = lam * 10
@@ -990,11 +987,3 @@ def polish(solver, wr, wt, beta, *, max_steps=20):
         if not improved_any or not bool((rel > 1e-12).any()):
             break
     return wr, wt, beta, f
-
-
-def _eye_like(M):
-    n = M.shape[-1]
-    if _xp.is_torch(M):
-        torch = _xp.get_torch()
-        return torch.eye(n, dtype=M.dtype, device=M.device)
-    return np.eye(n)

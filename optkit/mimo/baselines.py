@@ -36,11 +36,12 @@ from .admm import (
     MIMOResult,
     _angle,
     _check_feedback,
+    _norm,
     check_model_order,
     dequantize,
 )
 from .channels import Channel, geometric_channel, steering, ula_correlation, unvec_real, vec_real
-from .feedback import feedback_to
+from .feedback import _check_int, feedback_to
 
 __all__ = ["mle_gains", "lmmse", "two_stage", "qiht", "omp", "oracle", "sanity_nmse"]
 
@@ -49,14 +50,6 @@ _POWER = 7.0 / 12.0
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _check_int(name, v, low=1):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise InvalidProblemError(f"{name}: must be an integer, got {v!r}")
-    if v < low:
-        raise InvalidProblemError(f"{name}: must be >= {low}, got {v}")
-    return int(v)
 
 
 def _check_pos(name, v):
@@ -76,19 +69,9 @@ def _cat(xs, axis):
     return _xp.get_torch().cat(xs, dim=axis) if _xp.is_torch(xs[0]) else np.concatenate(xs, axis=axis)
 
 
-def _eye(like, n):
-    if _xp.is_torch(like):
-        return _xp.get_torch().eye(n, dtype=like.dtype, device=like.device)
-    return np.eye(n, dtype=like.dtype)
-
-
 def _mask(host_bool, like):
     """A host boolean mask on the backend/device of ``like``."""
     return _xp.asarray_like(np.asarray(host_bool), like, dtype=None)
-
-
-def _norm(x):
-    return (x * x).sum(-1) ** 0.5
 
 
 def _wrap(w):
@@ -143,7 +126,7 @@ class _Prep:
         if op.scheme == 1 or op.shared:
             A = op.to_dense()
             return A if _xp.is_torch(A) == self.torch else self.asarray(A)
-        E = _eye(self.like, self.R)[:, None, :]  # (R, 1, R) -> (R, B, R): rows of every user at once
+        E = _xp.eye(self.like, self.R)[:, None, :]  # (R, 1, R) -> (R, B, R): rows of every user at once
         E = E.expand(self.R, self.B, self.R) if self.torch else np.broadcast_to(E, (self.R, self.B, self.R))
         return op.rmatvec(E).swapaxes(0, 1)
 
@@ -183,7 +166,7 @@ def _mle_core(P, M, theta0, max_iter, tol):
     lo, hi, sig = P.lo, P.hi, P.sig
     Mt = M.swapaxes(-1, -2)
     p = M.shape[-1]
-    eye = _eye(M, p)
+    eye = _xp.eye(M, p)
 
     def fval(theta):
         mu = (M @ theta[..., None])[..., 0]
@@ -240,7 +223,7 @@ def _ls(M, y):
     """Batched least squares argmin ||M theta - y||, M (B, R, p), y (B, R) (normal equations, tiny ridge)."""
     Mt = M.swapaxes(-1, -2)
     G = Mt @ M
-    eye = _eye(M, M.shape[-1])
+    eye = _xp.eye(M, M.shape[-1])
     tr = (G * eye).sum((-2, -1))
     return _xp.solve(G + (1e-13 * tr / M.shape[-1] + 1e-300)[:, None, None] * eye, (Mt @ y[..., None]))[..., 0]
 
@@ -431,7 +414,7 @@ def lmmse(feedback, n_paths=None, *, prior="ula-uniform", unquantized=False, cha
     AC = _prior_apply(P, A, prior, max_angle_deg)  # rows of A C_h
     S = AC @ A.swapaxes(-1, -2)  # A C_h A^T, (R, R) or (B, R, R)
     S = 0.5 * (S + S.swapaxes(-1, -2))
-    eye = _eye(S, P.R)
+    eye = _xp.eye(S, P.R)
     Kmat = S + var[..., :, None] * eye  # (B, R, R)
     try:
         L = _xp.cholesky(Kmat)

@@ -270,6 +270,14 @@ def _kernel(mu, lo, hi, sigma):
 
 
 # ------------------------------------------------------------------------------------------ public API
+def _checked_kernel(mu, lo, hi, sigma):
+    """The public functions' common path: one backend, sigma checked, the kernel's outputs and sigma."""
+    mu, lo, hi, sigma = _prepare(mu, lo, hi, sigma)
+    _check_sigma(sigma)
+    with _quiet(mu):
+        return _kernel(mu, lo, hi, sigma), sigma
+
+
 def truncnorm_terms(mu, lo, hi, sigma):
     """Log cell probability and the two ratios every derivative is built from (no input checks).
 
@@ -329,11 +337,8 @@ def truncnorm_moments(mu, lo, hi, sigma):
     InvalidProblemError
         ``sigma`` not positive and finite.
     """
-    mu, lo, hi, sigma = _prepare(mu, lo, hi, sigma)
-    _check_sigma(sigma)
-    with _quiet(mu):
-        logp, _, _, mean, v, _ = _kernel(mu, lo, hi, sigma)
-        return logp, mean, v * sigma * sigma
+    (logp, _, _, mean, v, _), sigma = _checked_kernel(mu, lo, hi, sigma)
+    return logp, mean, v * sigma * sigma
 
 
 def _reduce_last(x, reduction):
@@ -431,11 +436,8 @@ def curvature_weights(mu, lo, hi, sigma):
     InvalidProblemError
         ``sigma`` not positive and finite.
     """
-    mu, lo, hi, sigma = _prepare(mu, lo, hi, sigma)
-    _check_sigma(sigma)
-    with _quiet(mu):
-        dp = _kernel(mu, lo, hi, sigma)[5]
-        return dp / (sigma * sigma)
+    k, sigma = _checked_kernel(mu, lo, hi, sigma)
+    return k[5] / (sigma * sigma)
 
 
 def nll_grad(mu, lo, hi, sigma):
@@ -449,8 +451,5 @@ def nll_grad(mu, lo, hi, sigma):
     InvalidProblemError
         ``sigma`` not positive and finite.
     """
-    mu, lo, hi, sigma = _prepare(mu, lo, hi, sigma)
-    _check_sigma(sigma)
-    with _quiet(mu):
-        _, r1, r2, _, _, _ = _kernel(mu, lo, hi, sigma)
-        return -r1 / sigma, -r2 / sigma
+    (_, r1, r2, _, _, _), sigma = _checked_kernel(mu, lo, hi, sigma)
+    return -r1 / sigma, -r2 / sigma
