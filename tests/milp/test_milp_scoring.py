@@ -7,8 +7,19 @@ import numpy as np
 import pytest
 
 from optkit._errors import InvalidProblemError
-from optkit.milp.datasets import NERDocument, default_data_dir, load_nl4opt_generation, load_nl4opt_ner
-from optkit.milp.scoring import ner_score, ner_spans, nl4opt_canonical, nl4opt_score, objective_is_max
+from optkit.milp.datasets import (
+    NERDocument,
+    default_data_dir,
+    load_nl4opt_generation,
+    load_nl4opt_ner,
+)
+from optkit.milp.scoring import (
+    ner_score,
+    ner_spans,
+    nl4opt_canonical,
+    nl4opt_score,
+    objective_is_max,
+)
 
 _REPO_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "nl4opt")
 DATA = os.environ.get("OPTKIT_NL4OPT_DIR") or _REPO_DATA
