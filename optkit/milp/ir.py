@@ -2,7 +2,9 @@
 
 The IR is a set of pydantic v2 models (``extra="forbid"``): :class:`Variable`, :class:`Objective`, the constraint
 classes discriminated on ``type`` and :class:`MILPModel`. Numbers may be given as floats or as strings; strings are
-kept as written (the raw text) and parsed by :func:`to_number` when the model is validated or compiled.
+kept as written (the raw text) and parsed by :func:`to_number` (the strict parser of :mod:`optkit.milp.numbers`)
+when the model is validated or compiled. :func:`from_nl4opt` and :func:`to_nl4opt` convert NL4Opt generation
+records to and from the IR.
 
 Every validation failure, pydantic's or the semantic checks of section 3.6, raises
 :class:`~optkit.InvalidProblemError` whose message names the field path (``constraints[2].terms['chairs']``); the
@@ -14,12 +16,16 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
+import warnings
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import InvalidProblemError
+from .numbers import parse_number
 
 __all__ = [
     "Number",
@@ -45,6 +51,10 @@ __all__ = [
     "TEMPLATE_TYPES",
     "LOGIC_TYPES",
     "to_number",
+    "from_nl4opt",
+    "to_nl4opt",
+    "sense_from_direction",
+    "NL4OPT_INTEGRALITY",
     "format_loc",
 ]
 
@@ -60,11 +70,17 @@ _MAX_NAME = 100
 
 
 # ----------------------------------------------------------------------------------------------------------- numbers
+_PLAIN_FLOAT_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+
+
 def to_number(value: Any, path: str) -> float:
     """Turn an IR number (float or string) into a finite float, or raise naming ``path`` and the raw text.
 
-    Strings are parsed with :func:`float` only (surrounding blanks allowed); the full numeral parser of section
-    3.4.3 replaces this function's string branch.
+    Strings go through the strict parser :func:`optkit.milp.numbers.parse_number` (``"4,000"``, ``"60%"``,
+    ``"a third"``, ``"twice"``, ``"$1.5 million"``, ``"8000 minutes"``); plain decimal literals that Python's
+    :func:`float` reads but the prose parser does not (``"5."``) are accepted too. The string itself is never
+    rewritten: the IR keeps the raw text, only the compiled form holds floats. Anything else raises
+    :class:`InvalidProblemError` whose message starts with ``path`` and quotes the raw text, never 0.
     """
     if isinstance(value, bool):
         raise InvalidProblemError(f"{path}: expected a number, got {value!r}")
@@ -72,9 +88,11 @@ def to_number(value: Any, path: str) -> float:
         v = float(value)
     elif isinstance(value, str):
         try:
+            v = parse_number(value, field=path).value
+        except InvalidProblemError:
+            if not _PLAIN_FLOAT_RE.match(value.strip()):
+                raise
             v = float(value.strip())
-        except ValueError:
-            raise InvalidProblemError(f"{path}: cannot parse a number from {value!r}") from None
     else:
         raise InvalidProblemError(f"{path}: expected a number, got {type(value).__name__} {value!r}")
     if not math.isfinite(v):
@@ -186,7 +204,8 @@ class LowerBoundConstraint(_ConstraintBase):
 
 
 class LinearConstraint(_ConstraintBase):
-    """sum terms[v] x_v op limit; unmentioned variables get coefficient 0."""
+    """sum terms[v] x_v op limit; unmentioned variables get coefficient 0 (empty ``terms``: the row 0 op limit,
+    as in two NL4Opt dev gold records whose terms were not annotated)."""
 
     type: Literal["linear"] = "linear"
     terms: dict[str, Number]
@@ -436,8 +455,7 @@ class MILPModel(_IRBase):
             if t in ("upperbound", "lowerbound", "ratio"):
                 ref(c.var, f"{loc}.var")
             if t == "linear":
-                if not c.terms:
-                    add(f"{loc}.terms", "linear constraint needs at least one term")
+                # empty terms are allowed: the constant row 0 op limit (two NL4Opt dev gold rows have no terms)
                 for k, a in c.terms.items():
                     ref(k, f"{loc}.terms[{k!r}]")
                     num(a, f"{loc}.terms[{k!r}]")
@@ -499,6 +517,15 @@ class MILPModel(_IRBase):
         return self
 
     # ---------------------------------------------------------------------------------------------- conversions
+    @classmethod
+    def from_nl4opt(cls, record, *, integrality: str = "continuous") -> MILPModel:
+        """Build the IR of an NL4Opt generation record; see :func:`from_nl4opt`."""
+        return from_nl4opt(record, integrality=integrality)
+
+    def to_nl4opt(self, include_extensions: bool = False) -> dict:
+        """NL4Opt declaration dict of this model; see :func:`to_nl4opt`."""
+        return _to_nl4opt(self, include_extensions)
+
     def to_linear_form(self, integrality: str = "ir"):
         """Compile to a :class:`~optkit.milp.build.LinearForm` (template rows, big-M, auxiliaries)."""
         from .build import to_linear_form
@@ -566,3 +593,317 @@ def _nullable(node: dict) -> bool:
     if isinstance(node.get("type"), list) and "null" in node["type"]:
         return True
     return any(_nullable(x) for x in node.get("anyOf", []) if isinstance(x, dict))
+
+
+# ------------------------------------------------------------------------------------------------------------ NL4Opt
+#: ``integrality`` choices of :func:`from_nl4opt` (the variables' IR domain)
+NL4OPT_INTEGRALITY = ("continuous", "all-integer")
+_MAX_CUES = ("max", "high", "most", "great", "large")
+_OPERATORS = ("LESS_OR_EQUAL", "GREATER_OR_EQUAL", "EQUAL")
+#: NL4Opt fields of each template type, in the order NL4Opt writes them (``type`` and ``direction`` first)
+_NL4OPT_FIELDS = {
+    "sum": ("limit", "operator"),
+    "upperbound": ("var", "limit", "operator"),
+    "lowerbound": ("var", "limit", "operator"),
+    "linear": ("limit", "terms", "operator"),
+    "ratio": ("var", "limit", "operator"),
+    "xby": ("x_var", "param", "y_var", "operator"),
+    "xy": ("x_var", "y_var", "operator"),
+}
+_REF_FIELDS = ("var", "x_var", "y_var")
+
+
+def sense_from_direction(direction) -> str:
+    """Objective sense from NL4Opt's free-text direction: ``"maximize"`` if it contains max, high, most, great or
+    large (case-insensitive), else ``"minimize"`` ("minimum", "lowest", "reduce", ..., and a missing direction)."""
+    d = str(direction or "").lower()
+    return "maximize" if any(c in d for c in _MAX_CUES) else "minimize"
+
+
+def _unwrap_record(record) -> tuple[str | None, Mapping]:
+    if not isinstance(record, Mapping):
+        raise InvalidProblemError(f"record: expected an NL4Opt record (a dict), got {type(record).__name__}")
+    if "obj_declaration" not in record and len(record) == 1:
+        (key, inner), = record.items()
+        if isinstance(inner, Mapping):
+            return str(key), inner
+    rid = record.get("id", record.get("_input_hash"))
+    return (None if rid is None else str(rid)), record
+
+
+def _nl4opt_groups(rec: Mapping) -> list[list[str]]:
+    """Surface mentions of each variable, in variable-index order; the first mention is the variable's name.
+
+    Sources, first present wins: ``order_mapping`` (mention -> index; indices must be 0..n-1), else
+    ``first_var_to_mentions`` (a mention listed under two variables stays with the first), else ``vars``, else the
+    names referenced by the declarations in order of appearance."""
+    om = rec.get("order_mapping")
+    if om:
+        if not isinstance(om, Mapping):
+            raise InvalidProblemError(f"order_mapping: expected an object, got {type(om).__name__}")
+        groups: dict[int, list[str]] = {}
+        for k, i in om.items():
+            if isinstance(i, bool) or not isinstance(i, int) or not isinstance(k, str):
+                raise InvalidProblemError(f"order_mapping[{k!r}]: expected a string key and an integer index, got {i!r}")
+            groups.setdefault(i, []).append(k)
+        if sorted(groups) != list(range(len(groups))):
+            raise InvalidProblemError(f"order_mapping: variable indices must be 0..n-1, got {sorted(groups)}")
+        return [groups[i] for i in range(len(groups))]
+    fv = rec.get("first_var_to_mentions")
+    if fv:
+        if not isinstance(fv, Mapping):
+            raise InvalidProblemError(f"first_var_to_mentions: expected an object, got {type(fv).__name__}")
+        seen: set[str] = set()
+        out = []
+        for first, ms in fv.items():
+            g = [m for m in dict.fromkeys([first, *(ms or [])]) if isinstance(m, str) and m not in seen]
+            if first in seen or not g:
+                raise InvalidProblemError(f"first_var_to_mentions[{first!r}]: mention already used by another variable")
+            seen.update(g)
+            out.append(g)
+        return out
+    names = rec.get("vars")
+    if not names:
+        names = []
+        obj = rec.get("obj_declaration") or {}
+        if isinstance(obj, Mapping):
+            names += list(obj.get("terms") or {}) + list(obj.get("vars") or [])
+        for c in rec.get("const_declarations") or []:
+            if isinstance(c, Mapping):
+                names += list(c.get("terms") or {}) + [c[f] for f in _REF_FIELDS if f in c]
+    if not isinstance(names, list):
+        raise InvalidProblemError(f"vars: expected a list of names, got {type(names).__name__}")
+    return [[n] for n in dict.fromkeys(names)]
+
+
+def from_nl4opt(record, *, integrality: str = "continuous") -> MILPModel:
+    """Build a :class:`MILPModel` from an NL4Opt generation record (spec milp 2, 3.2, 5).
+
+    ``record``: a record dict (as from :func:`optkit.milp.datasets.load_nl4opt_generation`, or the output of
+    :func:`to_nl4opt`) or a raw ``{"<input_hash>": record}`` line. Needs ``obj_declaration``;
+    ``const_declarations`` defaults to none.
+
+    * **Variables**: one per variable index of ``order_mapping`` (else ``first_var_to_mentions``, else ``vars``,
+      else the names the declarations use). ``mentions`` = every surface mention of that index (aliases
+      included, in mapping order); ``name`` = the first of them (NL4Opt's first mention, ``vars[i]``). The
+      mapping is authoritative: the declarations' names are kept as written and resolve through the mentions.
+    * **Domain**: NL4Opt annotates no integrality, so the default ``integrality="continuous"`` gives continuous
+      variables (``domain_source="default"``) and the integrality policy is chosen when solving (the NL4Opt
+      headline is ``solve(..., integrality="all-integer")``). ``integrality="all-integer"`` writes integer domains
+      into the IR instead (``domain_source="default"``), so that ``integrality="ir"`` solves it as a MILP.
+    * **Objective**: ``objective`` (terms) or ``objvar`` (``vars``; an empty list falls back to the record's
+      top-level ``vars``, as the official scorer reads it; empty ``terms`` become explicit zero coefficients, with a
+      ``UserWarning``, since an IR objective needs terms). Sense from the free-text ``direction``
+      (:func:`sense_from_direction`); ``direction`` and ``name`` are kept.
+    * **Constraints**: the seven NL4Opt types with NL4Opt's field names, the ``operator`` and the free-text
+      ``direction``; ``ratio.limit`` is a share of the sum of all variables (``base`` is read when present).
+      Extension types written by ``to_nl4opt(include_extensions=True)`` are read back, as is its ``variables``
+      list (domains and bounds).
+    * **Numbers** stay the raw strings of the record; each is checked with the strict parser
+      (:func:`optkit.milp.numbers.parse_number`) and a failure raises :class:`InvalidProblemError` naming the
+      record field (``const_declarations[2].terms['chairs']``) and the raw text, never 0.
+
+    The record is not modified. Raises ``ValueError`` for an unknown ``integrality``.
+    """
+    if integrality not in NL4OPT_INTEGRALITY:
+        raise ValueError(f"integrality: expected one of {NL4OPT_INTEGRALITY}, got {integrality!r}")
+    rid, rec = _unwrap_record(record)
+    obj = rec.get("obj_declaration")
+    if not isinstance(obj, Mapping):
+        raise InvalidProblemError("obj_declaration: missing or not an object")
+    cons = rec.get("const_declarations")
+    if cons is None:
+        cons = []
+    if not isinstance(cons, list):
+        raise InvalidProblemError(f"const_declarations: expected a list, got {type(cons).__name__}")
+
+    ext_vars = rec.get("variables")
+    if isinstance(ext_vars, list) and ext_vars and all(isinstance(v, Mapping) for v in ext_vars):
+        variables = [dict(v) for v in ext_vars]
+    else:
+        domain = "integer" if integrality == "all-integer" else "continuous"
+        variables = [{"name": g[0], "domain": domain, "mentions": list(g), "domain_source": "default"}
+                     for g in _nl4opt_groups(rec)]
+    known: set[str] = set()
+    for v in variables:
+        known.add(v.get("name"))
+        known.update(v.get("mentions") or [])
+    var_names = [v.get("name") for v in variables]
+
+    def ref(name, path):
+        if not isinstance(name, str):
+            raise InvalidProblemError(f"{path}: expected a variable name, got {name!r}")
+        if name not in known:
+            raise InvalidProblemError(f"{path}: unknown variable {name!r} (variables: {var_names})")
+        return name
+
+    def num(raw, path):
+        if raw is None:
+            raise InvalidProblemError(f"{path}: number required")
+        to_number(raw, path)  # strict parse now, so the error names the record field
+        return raw if isinstance(raw, str) else float(raw)
+
+    def terms(d, path):
+        if not isinstance(d, Mapping):
+            raise InvalidProblemError(f"{path}: expected an object of name -> coefficient")
+        return {ref(k, f"{path}[{k!r}]"): num(a, f"{path}[{k!r}]") for k, a in d.items()}
+
+    def operator(c, path, default=None):
+        op = c.get("operator", default)
+        if isinstance(op, str):
+            op = op.strip()
+        if op not in _OPERATORS:
+            raise InvalidProblemError(f"{path}.operator: expected one of {_OPERATORS}, got {op!r}")
+        return op
+
+    # objective
+    otype = obj.get("type") or ("objective" if "terms" in obj else "objvar")
+    direction = obj.get("direction")
+    objective: dict[str, Any] = {"type": otype, "sense": sense_from_direction(direction), "direction": direction,
+                                 "name": obj.get("name")}
+    if otype == "objective":
+        objective["terms"] = terms(obj.get("terms"), "obj_declaration.terms")
+        if not objective["terms"]:  # an unannotated objective (one NL4Opt dev gold record): explicit zeros
+            warnings.warn("obj_declaration.terms: empty; read as coefficient 0 for every variable (a zero "
+                          "objective)", UserWarning, stacklevel=3)
+            objective["terms"] = {v.get("name"): 0.0 for v in variables}
+    elif otype == "objvar":
+        names = obj.get("vars") or rec.get("vars") or []
+        if not isinstance(names, list):
+            raise InvalidProblemError("obj_declaration.vars: expected a list of names")
+        objective["vars"] = [ref(n, f"obj_declaration.vars[{i}]") for i, n in enumerate(names)]
+    else:
+        raise InvalidProblemError(f"obj_declaration.type: expected 'objective' or 'objvar', got {otype!r}")
+    if obj.get("constant") is not None:
+        objective["constant"] = num(obj["constant"], "obj_declaration.constant")
+
+    # constraints
+    constraints = []
+    for ci, c in enumerate(cons):
+        path = f"const_declarations[{ci}]"
+        if not isinstance(c, Mapping):
+            raise InvalidProblemError(f"{path}: expected an object, got {type(c).__name__}")
+        t = c.get("type")
+        if t in LOGIC_TYPES:
+            constraints.append(dict(c))
+            continue
+        if t not in _NL4OPT_FIELDS:
+            raise InvalidProblemError(
+                f"{path}.type: unknown constraint type {t!r} (expected one of {TEMPLATE_TYPES + LOGIC_TYPES})")
+        out: dict[str, Any] = {"type": t}
+        if c.get("direction") is not None:
+            out["direction"] = c["direction"]
+        for f in _NL4OPT_FIELDS[t]:
+            if f == "operator":
+                out[f] = operator(c, path, {"upperbound": "LESS_OR_EQUAL", "lowerbound": "GREATER_OR_EQUAL"}.get(t))
+            elif f == "terms":
+                out[f] = terms(c.get("terms"), f"{path}.terms")
+            elif f in _REF_FIELDS:
+                out[f] = ref(c.get(f), f"{path}.{f}")
+            else:
+                out[f] = num(c.get(f), f"{path}.{f}")
+        if t == "ratio" and not 0.0 <= to_number(out["limit"], f"{path}.limit") <= 1.0:
+            raise InvalidProblemError(f"{path}.limit: ratio share must lie in [0, 1], got {out['limit']!r}")
+        if t == "ratio" and c.get("base") is not None:
+            base = c["base"]
+            if not isinstance(base, list):
+                raise InvalidProblemError(f"{path}.base: expected a list of names")
+            out["base"] = [ref(n, f"{path}.base[{i}]") for i, n in enumerate(base)]
+        for f in ("id", "text", "confidence"):
+            if c.get(f) is not None:
+                out[f] = c[f]
+        constraints.append(out)
+    doc = rec.get("document")
+    return MILPModel(variables=variables, objective=objective, constraints=constraints, name=rid,
+                     source_text=doc if isinstance(doc, str) else None)
+
+
+def _nl4opt_number(value):
+    """NL4Opt writes numbers as strings: raw text is kept, floats are written shortest-exact (200.0 -> "200")."""
+    if isinstance(value, str):
+        return value
+    r = repr(float(value))
+    return r[:-2] if r.endswith(".0") else r
+
+
+def to_nl4opt(model: MILPModel, include_extensions: bool = False) -> dict:
+    """NL4Opt declaration dict of ``model``: ``obj_declaration``, ``const_declarations`` (NL4Opt field names,
+    numbers as strings, raw text kept), ``order_mapping`` (every name and mention -> variable index) and ``vars``
+    (the variable names). The result scores with :func:`optkit.milp.scoring.nl4opt_score` and reads back with
+    :func:`from_nl4opt`.
+
+    NL4Opt cannot express the logic constraints (``activation`` ... ``either_or``), a ratio ``base``, an objective
+    ``constant``, domains or bounds. With ``include_extensions=False`` (default) they are left out and a
+    ``UserWarning`` lists what was dropped (domains and default bounds are dropped silently: NL4Opt has no
+    integrality and every variable is >= 0). With ``include_extensions=True`` they are written too: logic
+    constraints as their IR dicts, ``base``, ``constant`` and a top-level ``variables`` list; the official scorer
+    rejects the unknown constraint types, so use it only for optkit's own round trips. ``EQUAL`` operators are
+    written as ``"EQUAL"`` either way.
+    """
+    return _to_nl4opt(model, include_extensions)
+
+
+def _to_nl4opt(model: MILPModel, include_extensions: bool) -> dict:
+    if not isinstance(model, MILPModel):
+        raise TypeError(f"model: expected a MILPModel, got {type(model).__name__}")
+    model.check()
+    order_mapping: dict[str, int] = {}
+    for i, v in enumerate(model.variables):
+        order_mapping.setdefault(v.name, i)
+    for i, v in enumerate(model.variables):
+        for m in v.mentions:
+            order_mapping.setdefault(m, i)
+    dropped: list[str] = []
+
+    o = model.objective
+    direction = o.direction if o.direction is not None and sense_from_direction(o.direction) == o.sense else o.sense
+    obj: dict[str, Any] = {"type": o.type, "direction": direction}
+    if o.name is not None:
+        obj["name"] = o.name
+    if o.type == "objective":
+        obj["terms"] = {k: _nl4opt_number(a) for k, a in o.terms.items()}
+    else:
+        obj["vars"] = list(o.vars)
+    if to_number(o.constant, "objective.constant") != 0.0:
+        if include_extensions:
+            obj["constant"] = _nl4opt_number(o.constant)
+        else:
+            dropped.append("objective.constant")
+
+    cons = []
+    for ci, c in enumerate(model.constraints):
+        if c.type in LOGIC_TYPES:
+            if include_extensions:
+                cons.append(c.model_dump(mode="json", exclude_none=True))
+            else:
+                dropped.append(f"constraints[{ci}] ({c.type})")
+            continue
+        out: dict[str, Any] = {"type": c.type}
+        if c.direction is not None:
+            out["direction"] = c.direction
+        for f in _NL4OPT_FIELDS[c.type]:
+            val = getattr(c, f)
+            if f == "terms":
+                out[f] = {k: _nl4opt_number(a) for k, a in val.items()}
+            elif f in _REF_FIELDS or f == "operator":
+                out[f] = val
+            else:
+                out[f] = _nl4opt_number(val)
+        if c.type == "ratio" and c.base is not None:
+            if include_extensions:
+                out["base"] = list(c.base)
+            else:
+                dropped.append(f"constraints[{ci}].base")
+        if include_extensions:
+            for f in ("id", "text", "confidence"):
+                if getattr(c, f) is not None:
+                    out[f] = getattr(c, f)
+        cons.append(out)
+    if dropped:
+        warnings.warn(f"to_nl4opt: NL4Opt cannot express {', '.join(dropped)}; dropped "
+                      "(pass include_extensions=True to keep them)", UserWarning, stacklevel=3)
+    out = {"obj_declaration": obj, "const_declarations": cons, "order_mapping": order_mapping,
+           "vars": [v.name for v in model.variables]}
+    if include_extensions:
+        out["variables"] = [v.model_dump(mode="json") for v in model.variables]
+    return out
