@@ -7,11 +7,13 @@ number parser, NL4Opt loaders and scorers. ``import optkit.milp`` imports neithe
 
 from .build import LinearForm, to_linear_form
 from .datasets import default_data_dir, load_nl4opt_generation, load_nl4opt_ner
+from .evaluate import evaluate
+from .formulate import FormulationResult, formulate
 from .ir import MILPModel, Objective, Variable
 from .numbers import parse_number
 from .scoring import ner_score, nl4opt_score
 from .solve import MILPResult, solve, to_highspy, to_pyomo
 
-__all__ = ["MILPModel", "Variable", "Objective", "LinearForm", "to_linear_form", "solve", "MILPResult", "to_highspy",
+__all__ = ["formulate", "FormulationResult", "evaluate", "MILPModel", "Variable", "Objective", "LinearForm", "to_linear_form", "solve", "MILPResult", "to_highspy",
            "to_pyomo", "parse_number", "nl4opt_score", "ner_score", "default_data_dir", "load_nl4opt_generation",
            "load_nl4opt_ner"]
