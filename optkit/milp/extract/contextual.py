@@ -214,14 +214,14 @@ def train_contextual_tagger(train_docs, dev_docs=None, *, use_crf=False, c2=1e-4
 def tag_spans(words: list[str], tagger: ContextualTagger) -> list[dict]:
     """Spans for :func:`optkit.milp.formulate` (``entities=`` list), with the same post-processing as its
     ``"tagger"`` path."""
-    from ..formulate import (
-        _bio_to_spans,
+    from .postprocess import (
         augment_objective_names,
+        bio_to_spans,
         fix_number_roles,
         propagate_var_mentions,
     )
 
-    spans = propagate_var_mentions(words, _bio_to_spans(words, tagger.tag(words)))
+    spans = propagate_var_mentions(words, bio_to_spans(words, tagger.tag(words)))
     return augment_objective_names(words, fix_number_roles(words, spans))
 
 
