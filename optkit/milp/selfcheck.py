@@ -314,12 +314,16 @@ def _infeasible(model: MILPModel, lf: LinearForm) -> list[Diagnostic]:
     relaxed = _subset(lf.relaxed(), set(iis), feasibility=True)
     by_integrality = bool(np.any(lf.integrality)) and _run(relaxed).status == Status.CONVERGED
     what = "; it is feasible without integrality, so the integer domains cause it" if by_integrality else ""
-    kinds = [f"{ci} ({model.constraints[ci].type})" for ci in iis]
-    return [Diagnostic(
-        "infeasible", "error",
-        f"infeasible: constraints {_fmt_list(kinds)} cannot hold together (irreducible: dropping any one of "
-        f"them, with the variable bounds kept, makes the rest feasible){what}",
-        list(iis), _vars_of(lf, iis))]
+    variables = _vars_of(lf, iis)
+    if len(iis) == 1:
+        ci = iis[0]
+        alone = "it has no variable terms" if not variables else "within the variable bounds"
+        msg = f"infeasible: constraint {ci} ({model.constraints[ci].type}) cannot hold on its own ({alone}){what}"
+    else:
+        kinds = [f"{ci} ({model.constraints[ci].type})" for ci in iis]
+        msg = (f"infeasible: constraints {_fmt_list(kinds)} cannot hold together (irreducible: dropping any one "
+               f"of them, with the variable bounds kept, makes the rest feasible){what}")
+    return [Diagnostic("infeasible", "error", msg, list(iis), variables)]
 
 
 def _unbounded(model: MILPModel, lf: LinearForm) -> list[Diagnostic]:
