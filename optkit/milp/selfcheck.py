@@ -371,30 +371,44 @@ def _trivial(model: MILPModel, lf: LinearForm, solution) -> list[Diagnostic]:
 def _integrality(model: MILPModel, lf: LinearForm, solution, lp_solution) -> list[Diagnostic]:
     if solution.status != Status.CONVERGED or solution.fun is None or not np.any(lf.integrality[:lf.n_ir]):
         return []
+    integer_cols = np.flatnonzero(lf.integrality)
+    marked = [int(j) for j in integer_cols if j < lf.n_ir and model.variables[j].domain_source == "inferred"]
     lp_fun = lp_x = None
-    if lp_solution is not None:
-        if lp_solution.status == Status.CONVERGED:
-            lp_fun, lp_x = lp_solution.fun, lp_solution.x
-    elif solution.lp_fun is not None and solution.lp_status == Status.CONVERGED:
-        lp_fun, lp_x = solution.lp_fun, solution.lp_x
+    if marked and len(marked) < len(integer_cols):
+        # stated binaries and auxiliaries keep their integrality: only the inferred domains are on trial, and a
+        # full LP relaxation would blame them for the gap of every indicator
+        integ = lf.integrality.copy()
+        integ[marked] = 0
+        out = _run(dataclasses.replace(lf, integrality=integ))
+        if out.status == Status.CONVERGED and out.x is not None:
+            lp_fun, lp_x = lf.objective(out.x), out.x[:lf.n_ir]
+        suspects = marked
+        what = "relaxing the inferred domains gives"
     else:
-        from .solve import solve
+        if lp_solution is not None:
+            if lp_solution.status == Status.CONVERGED:
+                lp_fun, lp_x = lp_solution.fun, lp_solution.x
+        elif solution.lp_fun is not None and solution.lp_status == Status.CONVERGED:
+            lp_fun, lp_x = solution.lp_fun, solution.lp_x
+        else:
+            from .solve import solve
 
-        lp = solve(model, integrality="continuous")
-        if lp.status == Status.CONVERGED:
-            lp_fun, lp_x = lp.fun, lp.x
+            lp = solve(model, integrality="continuous")
+            if lp.status == Status.CONVERGED:
+                lp_fun, lp_x = lp.fun, lp.x
+        suspects = [int(j) for j in integer_cols if j < lf.n_ir]
+        what = "the LP optimum is"
     if lp_fun is None or abs(lp_fun - solution.fun) <= _REL_TOL * max(1.0, abs(solution.fun)):
         return []
-    integer_cols = np.flatnonzero(lf.integrality[:lf.n_ir])
-    names = [lf.names[j] for j in integer_cols]
+    names = [lf.names[j] for j in suspects]
     if lp_x is not None:
         lp_x = np.asarray(lp_x, dtype=np.float64)
-        frac = [lf.names[j] for j in integer_cols if abs(lp_x[j] - round(lp_x[j])) > _REL_TOL]
+        frac = [lf.names[j] for j in suspects if abs(lp_x[j] - round(lp_x[j])) > _REL_TOL]
         names = frac or names
     return [Diagnostic(
         "integrality_sensitive", "info",
-        f"the LP optimum {lp_fun:.10g} differs from the integer optimum {solution.fun:.10g}: the inferred "
-        f"integrality of {_fmt_list(repr(v) for v in names)} changes the answer; check those domains",
+        f"{what} {lp_fun:.10g}, the integer optimum is {solution.fun:.10g}: the inferred integrality of "
+        f"{_fmt_list(repr(v) for v in names)} changes the answer; check those domains",
         [], names)]
 
 
@@ -410,7 +424,9 @@ def diagnose(model: MILPModel, *, solution=None, integrality: str = "ir", inferr
         solved here when None.
     integrality : the policy ``solution`` was solved under (``"both"`` reads as ``"ir"``).
     inferred : True when some domain was inferred rather than stated; only then is ``integrality_sensitive``
-        checked (it needs the LP optimum: ``lp_solution``, else ``solution.lp_fun``, else one more solve).
+        checked. When the IR marks some integer variables ``domain_source="inferred"`` and other columns are
+        integer too (stated binaries, auxiliaries), only the marked ones are relaxed (one more solve); otherwise
+        the LP optimum is compared (``lp_solution``, else ``solution.lp_fun``, else one more solve).
     lp_solution : optional ``MILPResult`` of ``solve(model, integrality="continuous")``.
 
     Returns

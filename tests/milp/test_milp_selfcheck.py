@@ -336,6 +336,28 @@ def test_integrality_sensitive_reads_the_lp_it_is_given():
     assert diagnose(m, solution=lp, integrality="continuous", inferred=True) == []
 
 
+def _fixed_charge(demand):
+    inf = dict(domain="integer", domain_source="inferred")
+    return model(variables=[V("x1", ub=8, **inf), V("x2", ub=3, **inf), V("y1", domain="binary", domain_source="stated"),
+                            V("y2", domain="binary", domain_source="stated")],
+                 objective=dict(sense="minimize", terms={"x1": 3, "x2": 2, "y1": 10, "y2": 4}),
+                 constraints=[lin({"x1": 1, "x2": 1}, demand, "GREATER_OR_EQUAL"),
+                              dict(type="activation", var="x1", indicator="y1"),
+                              dict(type="activation", var="x2", indicator="y2")])
+
+
+def test_integrality_sensitive_relaxes_only_the_inferred_domains():
+    # LP 18.5 vs MILP 25 comes from the stated binaries: relaxing the inferred x alone keeps 25
+    m = _fixed_charge(5)
+    assert solve(m).fun == pytest.approx(25) and solve(m, integrality="continuous").fun == pytest.approx(18.5)
+    assert diagnose(m, inferred=True) == []
+    # a fractional demand: x1 = 4.5 with the binaries kept gives 23.5 < 25
+    m = _fixed_charge(4.5)
+    d = only(diagnose(m, inferred=True), "integrality_sensitive")
+    assert d.variables == ["x1"]
+    assert "23.5" in d.message and "25" in d.message
+
+
 def test_integrality_sensitive_absent_when_optima_agree():
     m = model(variables=[V("b", domain="integer"), V("c", domain="integer")], objective=dict(terms={"b": 1, "c": 1}),
               constraints=[lin({"b": 1, "c": 1}, 10)])
