@@ -227,6 +227,15 @@ class Tagger:
         path = viterbi(self.emissions(words), self.trans, self.start, self.end)
         return [self.labels[k] for k in path]
 
+    def marginals(self, tokens) -> np.ndarray:
+        """Posterior label probabilities per token, shape (n, n_labels) (forward-backward)."""
+        words = [t if isinstance(t, str) else t.text for t in tokens]
+        if not words:
+            return np.zeros((0, len(self.labels)))
+        E = self.emissions(words)[None]
+        _, unary, _ = forward_backward(E, np.ones(E.shape[:2], dtype=bool), self.trans, self.start, self.end)
+        return np.exp(unary[0])
+
     def save(self, path) -> None:
         np.savez_compressed(
             path,

@@ -68,8 +68,16 @@ def normalize_mention(text: str) -> tuple[str, ...]:
 
 
 def _contains(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """``a`` is a token prefix or suffix of ``b`` (or equal)."""
-    return len(a) <= len(b) and len(a) > 0 and (b[: len(a)] == a or b[len(b) - len(a):] == a)
+    """``a`` is a token prefix or suffix of ``b`` (or equal); "non-AC seats" does not contain "AC seats"."""
+    if not (0 < len(a) <= len(b)):
+        return False
+    if b[len(b) - len(a):] == a:
+        return b[:len(b) - len(a)] not in (("non",), ("non", "-"), ("not",))
+    return b[: len(a)] == a
+
+
+def _identifier(w: str) -> bool:
+    return len(w) <= 3 or any(c.isdigit() for c in w)
 
 
 def group_mentions(mentions: Sequence[str]) -> list[list[str]]:
@@ -111,7 +119,10 @@ def group_mentions(mentions: Sequence[str]) -> list[list[str]]:
                 if len(hits) == 1:
                     gi = hits[0]
             if gi is None and len(groups) >= 2:  # a third variable is rare: merge on a shared leading modifier
-                hits = [i for i, ns in enumerate(gnorms) if any(n[0] == nf[0] for n in ns)]
+                # ... unless the heads are labels ("mixture A" / "mixture B", "reaction X" / "reaction Y")
+                hits = [i for i, ns in enumerate(gnorms)
+                        if any(n[0] == nf[0] and not (_identifier(n[-1]) and _identifier(nf[-1]) and n[-1] != nf[-1])
+                               for n in ns)]
                 if len(hits) == 1:
                     gi = hits[0]
         if gi is None:

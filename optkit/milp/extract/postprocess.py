@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .grouping import normalize_mention
 
-__all__ = ["bio_to_spans", "propagate_var_mentions", "fix_number_roles", "augment_objective_names"]
+__all__ = ["bio_to_spans", "propagate_var_mentions", "fix_number_roles", "augment_objective_names", "select_variables",
+           "head_noun_mentions", "detect_objective_direction", "clean_objective_names", "tagger_spans"]
 
 
 def bio_to_spans(words: list[str], tags: list[str]) -> list[dict]:
@@ -102,4 +103,263 @@ def augment_objective_names(words: list[str], spans: list[dict]) -> list[dict]:
         if i not in used and singularize(w.lower()) in heads:
             spans.append({"label": "OBJ_NAME", "token_start": i, "token_end": i, "text": w})
             used.add(i)
+    return _anchor_objective_units(words, spans, used)
+
+
+# Words of an objective phrase that say nothing about its unit ("minimize the [sugar] intake").
+_OBJ_GENERIC = _OBJ_SKIP | _OBJ_STOP | {"intake", "needed", "used", "produced", "spent", "made", "over", "required",
+                                        "consumed", "generated", "created", "possible", "can", "be", "all", "put",
+                                        "out", "that", "get", "obtained", "sold", "delivered", "transported"}
+_OBJ_SYNONYMS = {"time": ("minute", "hour", "second", "day"), "money": ("$", "dollar"), "cost": ("$", "dollar")}
+
+
+def _anchor_objective_units(words, spans, used):
+    """Gold NL4Opt marks the unit of each objective coefficient ("3 grams of [sugar]", "takes 30 [minutes]") as an
+    OBJ_NAME; the objective sentence names it later ("minimize sugar intake"). Any content word of an OBJ_NAME
+    phrase (time words stand for minutes/hours) found in the unit window of a number (<= 4 tokens after it, within
+    the clause) becomes an OBJ_NAME mention there."""
+    from .grouping import singularize
+
+    keys = set()
+    for s in spans:
+        if s["label"] == "OBJ_NAME":
+            text = s.get("text") or " ".join(words[s["token_start"]:s["token_end"] + 1])
+            for w in text.lower().split():
+                if w.isalpha() and w not in _OBJ_GENERIC:
+                    w = singularize(w)
+                    keys.add(w)
+                    keys.update(_OBJ_SYNONYMS.get(w, ()))
+    if not keys:
+        return spans
+    for s in list(spans):
+        if s["label"] not in ("PARAM",):
+            continue
+        for j in range(s["token_end"] + 1, min(len(words), s["token_end"] + 5)):
+            w = words[j].lower()
+            if w in (",", ".", ";", "and", "while", "whereas", "but") or any(c.isdigit() for c in w):
+                break
+            if j not in used and singularize(w) in keys:
+                spans.append({"label": "OBJ_NAME", "token_start": j, "token_end": j, "text": words[j]})
+                used.add(j)
+                break
     return spans
+
+
+# Variable selection (tuned on NL4Opt dev): a mention candidate is a run of tokens with P(VAR) >= CAND_PROB that
+# overlaps no other span; groups are scored by the summed mean P(VAR) of their mentions.
+CAND_PROB = 0.5
+KEEP_TOP = 2
+THIRD_MIN_SCORE = 1.5
+COMPARE_CUES = True
+
+
+def select_variables(words: list[str], spans: list[dict], probs, labels) -> list[dict]:
+    """NL4Opt problems have 2-3 decision variables (dev: 96 of 99 have two); the CRF both misses mentions and tags
+    stray nouns ("software section", "pandemic") as VAR, and every stray group became a variable. Candidate
+    mentions from the posterior (runs with P(VAR) >= ``CAND_PROB``) are added, mentions are grouped
+    (:func:`~optkit.milp.extract.grouping.group_mentions`), groups are ranked by the summed mean P(VAR) of their
+    mentions, and the best ``KEEP_TOP`` are kept, a third one only with score >= ``THIRD_MIN_SCORE``. Spans of
+    the dropped groups are removed."""
+    import numpy as np
+
+    from .grouping import group_mentions
+
+    lab = list(labels)
+    pv = np.zeros(len(words))
+    for k, name in enumerate(lab):
+        if name.endswith("-VAR"):
+            pv += probs[:, k]
+    used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
+    cands = [dict(s) for s in spans if s["label"] == "VAR"]
+    i = 0
+    while i < len(words):
+        if pv[i] >= CAND_PROB and i not in used and any(c.isalpha() for c in words[i]):
+            j = i
+            while j + 1 < len(words) and pv[j + 1] >= CAND_PROB and j + 1 not in used:
+                j += 1
+            cands.append({"label": "VAR", "token_start": i, "token_end": j, "text": " ".join(words[i:j + 1])})
+            i = j + 1
+        else:
+            i += 1
+    if not cands:
+        return spans
+    cands.sort(key=lambda s: s["token_start"])
+    groups = group_mentions([c["text"] for c in cands])
+    gid = {m: g for g, ms in enumerate(groups) for m in ms}
+    score = [0.0] * len(groups)
+    for c in cands:
+        score[gid[c["text"]]] += float(pv[c["token_start"]:c["token_end"] + 1].mean())
+    rank = sorted(range(len(groups)), key=lambda g: -score[g])
+    keep = set(rank[:KEEP_TOP])
+    if len(rank) > KEEP_TOP and score[rank[KEEP_TOP]] >= THIRD_MIN_SCORE:
+        keep.add(rank[KEEP_TOP])
+    out = [s for s in spans if s["label"] != "VAR"] + [c for c in cands if gid[c["text"]] in keep]
+    return sorted(out, key=lambda s: s["token_start"])
+
+
+def head_noun_mentions(words: list[str], spans: list[dict]) -> list[dict]:
+    """A variable named by a multi-word mention ("sleeping pills") is later called by its head noun alone ("one
+    serving of pills"); when that head belongs to exactly one variable, its free occurrences become VAR mentions."""
+    from .grouping import group_mentions, singularize
+
+    var = [s for s in spans if s["label"] == "VAR"]
+    if not var:
+        return spans
+    groups = group_mentions([s.get("text") or " ".join(words[s["token_start"]:s["token_end"] + 1]) for s in var])
+    heads: dict[str, set[int]] = {}
+    words_of: dict[int, set[str]] = {}
+    for gi, ms in enumerate(groups):
+        for m in ms:
+            nf = normalize_mention(m)
+            words_of.setdefault(gi, set()).update(nf)
+            if len(nf) >= 2 and nf[-1].isalpha() and len(nf[-1]) > 3:
+                heads.setdefault(nf[-1], set()).add(gi)
+    unique = {h for h, gs in heads.items() if len(gs) == 1
+              and not any(h in ws for gi, ws in words_of.items() if gi not in gs)}
+    if not unique:
+        return spans
+    used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
+    out = list(spans)
+    for i, w in enumerate(words):
+        if i not in used and w.isalpha() and singularize(w.lower()) in unique:
+            out.append({"label": "VAR", "token_start": i, "token_end": i, "text": w})
+    return sorted(out, key=lambda s: s["token_start"])
+
+
+_DIR_STRONG = ("maximiz", "maximis", "minimiz", "minimis")
+_DIR_WEAK = {"reduce", "decrease", "lower", "lowest", "least", "fewest", "minimum", "maximum", "most", "highest",
+             "largest", "greatest", "smallest", "cheapest"}
+
+
+def detect_objective_direction(words: list[str], spans: list[dict]) -> list[dict]:
+    """Without an OBJ_DIR span the rules default to maximise; take the last maximise/minimise word of the text, else
+    a weaker cue ("reduce", "fewest", "minimum") in the last sentence."""
+    if any(s["label"] == "OBJ_DIR" for s in spans):
+        return spans
+    used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
+    lw = [w.lower() for w in words]
+    pick = None
+    for i in range(len(words) - 1, -1, -1):
+        if i not in used and lw[i].startswith(_DIR_STRONG):
+            pick = i
+            break
+    if pick is None:
+        last = max((i for i, w in enumerate(words[:-1]) if w in (".", "?", "!")), default=-1)
+        for i in range(len(words) - 1, last, -1):
+            if i not in used and lw[i] in _DIR_WEAK:
+                pick = i
+                break
+    if pick is None:
+        return spans
+    return sorted(spans + [{"label": "OBJ_DIR", "token_start": pick, "token_end": pick, "text": words[pick]}],
+                  key=lambda s: s["token_start"])
+
+
+_MODALS = {"can", "will", "may", "must", "need", "needs", "use", "uses", "used", "take", "takes", "make", "makes"}
+_MONEY = {"cost", "bill", "wage", "salary", "pay", "paid", "earn", "earning", "spend", "spent", "expense", "price",
+          "$", "dollar", "profit", "revenue", "income", "fee", "budget"}
+_OBJ_RELATED = {"cost": {"$", "dollar", "spend", "spent", "expense", "pay", "paid", "price"},
+                "profit": {"earn", "earning", "revenue", "income", "sell"},
+                "time": {"minute", "hour", "second", "day"}}
+
+
+def clean_objective_names(words: list[str], spans: list[dict]) -> list[dict]:
+    """Keep the OBJ_NAME mentions consistent with the objective phrase (the one nearest the OBJ_DIR): a mention
+    sharing no content word with it ("cost" while maximising "the number of coconuts") and modal verbs caught by
+    singularisation ("can" from "cans") are dropped. A count objective ("the total number of cans") whose noun is
+    never the unit of a number (outside "per/each <noun>") keeps only its own phrase: it sums the variables."""
+    from .grouping import singularize
+
+    od = [s for s in spans if s["label"] == "OBJ_DIR"]
+    names = [s for s in spans if s["label"] == "OBJ_NAME"]
+    if not od or not names:
+        return spans
+    main = min(names, key=lambda s: abs(s["token_start"] - od[-1]["token_start"]))
+    text = (main.get("text") or " ".join(words[main["token_start"]:main["token_end"] + 1])).lower()
+    lw = [w.lower() for w in words]
+    tail = []  # "minimize total [production] costs": the tagged phrase may stop before its head noun
+    for j in range(main["token_end"] + 1, min(len(words), main["token_end"] + 3)):
+        if not lw[j].isalpha() or lw[j] in _OBJ_STOP or lw[j] in _OBJ_GENERIC:
+            break
+        tail.append(lw[j])
+    keys = {singularize(w) for w in text.split() + tail if w.isalpha() and w not in _OBJ_GENERIC}
+    for k in list(keys):
+        keys.update(_OBJ_RELATED.get(k, ()))
+        keys.update(_OBJ_SYNONYMS.get(k, ()))
+    if keys & _MONEY:
+        keys |= _MONEY
+
+    def related(s):
+        ws = [w for w in lw[s["token_start"]:s["token_end"] + 1] if w.isalpha()]
+        if len(ws) == 1 and ws[0] in _MODALS:
+            return False
+        return any(singularize(w) in keys for w in ws) or not keys
+
+    count = "number" in text.split() and keys
+    if count:
+        as_unit = False
+        for s in spans:
+            if s["label"] != "PARAM":
+                continue
+            for j in range(s["token_end"] + 1, min(len(words), s["token_end"] + 4)):
+                if lw[j] in (",", ".", ";", "and") or any(c.isdigit() for c in lw[j]):
+                    break
+                if singularize(lw[j]) in keys and lw[j - 1] not in ("per", "each", "every", "a"):
+                    as_unit = True
+        if not as_unit:
+            return [s for s in spans if s["label"] != "OBJ_NAME" or s is main]
+    return [s for s in spans if s["label"] != "OBJ_NAME" or s is main or related(s)]
+
+
+def tagger_spans(words: list[str], tagger) -> list[dict]:
+    """The fully offline entity stage: CRF (Viterbi) spans, then the repairs above in their tuned order."""
+    spans = propagate_var_mentions(words, bio_to_spans(words, tagger.tag(words)))
+    if hasattr(tagger, "marginals"):
+        spans = select_variables(words, spans, tagger.marginals(words), tagger.labels)
+    spans = head_noun_mentions(words, spans)
+    spans = detect_objective_direction(words, spans)
+    if COMPARE_CUES:
+        spans = add_comparison_cues(words, spans)
+    spans = augment_objective_names(words, fix_number_roles(words, spans))
+    return clean_objective_names(words, spans)
+
+
+_COMPARE_CUES = (("must", "exceed"), ("exceed",), ("exceeds",), ("more", "than"), ("less", "than"), ("fewer", "than"),
+                 ("greater", "than"), ("larger", "than"), ("at", "least"), ("at", "most"), ("must", "be"),
+                 ("should", "be"), ("has", "to", "be"), ("needs", "to", "be"))
+
+
+def add_comparison_cues(words: list[str], spans: list[dict]) -> list[dict]:
+    """The CRF often misses the CONST_DIR of a comparison between variables ("the number of cars used must exceed
+    the number of trucks used", "there must be twice as many medium containers than large containers"), which
+    loses an ``xy``/``xby`` row. In a sentence with VAR mentions of two different variables and neither a LIMIT nor
+    a CONST_DIR, the first comparison cue becomes a CONST_DIR."""
+    sent, k = [], 0
+    for w in words:
+        sent.append(k)
+        if w in (".", "?", "!"):
+            k += 1
+    lw = [w.lower() for w in words]
+    used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
+    out = list(spans)
+    for si in range(k + 1):
+        mine = [s for s in spans if sent[s["token_start"]] == si]
+        if any(s["label"] in ("LIMIT", "CONST_DIR") for s in mine):
+            continue
+        forms = {normalize_mention(s.get("text") or "") for s in mine if s["label"] == "VAR"}
+        if len(forms) < 2:
+            continue
+        idx = [i for i in range(len(words)) if sent[i] == si]
+        hit = None
+        for i in idx:
+            for cue in _COMPARE_CUES:
+                n = len(cue)
+                if tuple(lw[i:i + n]) == cue and not any(j in used for j in range(i, i + n)):
+                    hit = (i, i + n - 1)
+                    break
+            if hit:
+                break
+        if hit:
+            a, b = hit
+            out.append({"label": "CONST_DIR", "token_start": a, "token_end": b, "text": " ".join(words[a:b + 1])})
+    return sorted(out, key=lambda s: s["token_start"])

@@ -347,6 +347,20 @@ def formulate_from_spans(tokens: Sequence, spans: Sequence[Mapping], *, order_ma
         for vi in assign[id(p)]:
             if vi not in obj_terms or dist < obj_terms[vi][0]:
                 obj_terms[vi] = (dist, p)
+    if obj_terms and len(obj_terms) < nv:
+        # "a profit of $200 per acre of strawberries and $500 per acre of watermelons": the second coefficient lies
+        # beyond the window; take a PARAM of a missing variable from a sentence that already gave one, with the
+        # same $ flag as the coefficients found there.
+        found_sents = {p.sent: (p.start > 0 and lw[p.start - 1] == "$") for _, p in obj_terms.values()}
+        for p in params:
+            vis = [vi for vi in assign.get(id(p), []) if vi not in obj_terms]
+            if not vis or p.sent not in found_sents or len(assign[id(p)]) != 1:
+                continue
+            if (p.start > 0 and lw[p.start - 1] == "$") != found_sents[p.sent]:
+                continue
+            if any(id(p) == id(q) for _, q in obj_terms.values()):
+                continue
+            obj_terms[vis[0]] = (99.0, p)
     for _, p in obj_terms.values():
         obj_ids.add(id(p))
     obj_name = onames[-1].text if onames else None
