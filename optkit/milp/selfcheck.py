@@ -278,8 +278,8 @@ def _structural(model: MILPModel, lf: LinearForm) -> list[Diagnostic]:
                     "a cost read as a limit?)", [ci], _vars_of(lf, [ci])))
 
     template = [ci for ci, con in enumerate(model.constraints) if con.type in TEMPLATE_TYPES]
-    best = None  # (|a|, constraint, column) at the extremes
-    worst = None
+    largest = None  # (|a|, constraint, column) at the extremes
+    smallest = None
     for ci in template:
         for r in rows.get(ci, []):
             idx, val = _row(lf, r)
@@ -287,18 +287,18 @@ def _structural(model: MILPModel, lf: LinearForm) -> list[Diagnostic]:
                 a = abs(float(a))
                 if a == 0.0:
                     continue
-                if best is None or a > best[0]:
-                    best = (a, ci, int(j))
-                if worst is None or a < worst[0]:
-                    worst = (a, ci, int(j))
-    if best is not None and best[0] / worst[0] > COEFFICIENT_RANGE_LIMIT:
-        cons = sorted({best[1], worst[1]})
+                if largest is None or a > largest[0]:
+                    largest = (a, ci, int(j))
+                if smallest is None or a < smallest[0]:
+                    smallest = (a, ci, int(j))
+    if largest is not None and largest[0] / smallest[0] > COEFFICIENT_RANGE_LIMIT:
+        cons = sorted({largest[1], smallest[1]})
         out.append(Diagnostic(
             "coefficient_range", "warning",
-            f"coefficients range from {worst[0]:.3g} ({names[worst[2]]!r} in constraint {worst[1]}) to "
-            f"{best[0]:.3g} ({names[best[2]]!r} in constraint {best[1]}): ratio {best[0] / worst[0]:.3g} > "
+            f"coefficients range from {smallest[0]:.3g} ({names[smallest[2]]!r} in constraint {smallest[1]}) to "
+            f"{largest[0]:.3g} ({names[largest[2]]!r} in constraint {largest[1]}): ratio {largest[0] / smallest[0]:.3g} > "
             f"{COEFFICIENT_RANGE_LIMIT:g} (a unit mismatch?)",
-            cons, sorted({names[best[2]], names[worst[2]]}, key=names.index)))
+            cons, sorted({names[largest[2]], names[smallest[2]]}, key=names.index)))
     return out
 
 
