@@ -122,8 +122,8 @@ def test_bad_inputs(bad, match):
 
 
 def test_bad_options():
-    with pytest.raises(NotImplementedError):
-        formulate(TEXT, backend=lambda messages, **kw: "{}")
+    with pytest.raises(TypeError, match="backend"):
+        formulate(TEXT, backend=42)
     with pytest.raises(InvalidProblemError, match="backend"):
         formulate(TEXT, backend="nope")
     with pytest.raises(InvalidProblemError, match="entities"):
