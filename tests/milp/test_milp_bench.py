@@ -1,0 +1,106 @@
+"""optkit bench milp (quick, end to end on a few dev records), the milp demo, and the section-6 cases module."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from optkit import Status, cli
+from optkit.milp.cases import CASES, case_dict, case_model
+from optkit.milp.solve import solve
+
+_REPO_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "nl4opt")
+DATA = os.environ.get("OPTKIT_NL4OPT_DIR") or _REPO_DATA
+HAS_DATA = os.path.isfile(os.path.join(DATA, "generation_dev.jsonl")) and os.path.isfile(
+    os.path.join(DATA, "ner_dev.txt"))
+needs_data = pytest.mark.skipif(not HAS_DATA, reason=f"NL4Opt data not found at {DATA} (set OPTKIT_NL4OPT_DIR)")
+
+# the spec's table (section 6), written out again here, independent of optkit.milp.cases
+SPEC = {
+    "ducks": (1140.0, 1160.0), "elm_chairs": (236.5, 224.0), "painkillers": (21.3333, 20.8),
+    "coconut": (888.889, 880.0), "knapsack": (240.0, 220.0), "infeasible": ("INFEASIBLE", "INFEASIBLE"),
+    "unbounded": ("UNBOUNDED", "UNBOUNDED"), "fixed_charge": (18.5, 25.0), "either_or": (12.969, 9.0),
+    "min_lot": (60.0, 30.0), "projects": (17.4167, 17.0),
+}
+
+
+def test_cases_cover_the_spec_table():
+    assert list(CASES) == list(SPEC)
+    for name, (lp, mi) in SPEC.items():
+        c = CASES[name]
+        for got, want in ((c.lp, lp), (c.milp, mi)):
+            if isinstance(want, str):
+                assert got == want
+            else:  # the spec prints 4-6 significant digits
+                assert got == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_cases_solve_to_the_spec_numbers(name):
+    c = CASES[name]
+    for policy, want, x in (("continuous", c.lp, c.lp_x), (c.milp_policy, c.milp, c.milp_x)):
+        r = solve(case_model(name), integrality=policy)
+        if isinstance(want, str):
+            assert r.status.name == want
+            continue
+        assert r.status == Status.CONVERGED
+        assert r.fun == pytest.approx(want, rel=1e-9)
+        if x is not None:
+            np.testing.assert_allclose(r.x, x, atol=1e-9)
+
+
+def test_case_accessors_return_fresh_copies():
+    d = case_dict("knapsack")
+    d["variables"].clear()
+    assert len(case_dict("knapsack")["variables"]) == 3
+    assert case_model("knapsack") is not case_model("knapsack")
+    with pytest.raises(KeyError, match="no validation case"):
+        case_dict("nope")
+
+
+def test_demo_runs(capsys):
+    assert cli.main(["demo", "milp"]) == 0
+    out = capsys.readouterr().out
+    assert "optkit.milp" in out and "CONVERGED" in out
+    assert "1160" in out and "1140" in out
+
+
+def test_bench_listed_and_needs_data(tmp_path, monkeypatch, capsys):
+    assert cli.main(["bench", "--list"]) == 0
+    assert "milp" in capsys.readouterr().out
+    monkeypatch.delenv("OPTKIT_NL4OPT_DIR", raising=False)
+    code = cli.main(["bench", "milp", "--quick", "--experiment", "formulators", "--out", str(tmp_path)])
+    assert code == cli.EXIT_INPUT
+    assert "OPTKIT_NL4OPT_DIR" in capsys.readouterr().err
+
+
+@needs_data
+def test_bench_quick_end_to_end(tmp_path, capsys):
+    args = ["bench", "milp", "--quick", "--records", "3", "--repeats", "1", "--layer-batch", "2",
+            "--layer-samples", "2", "--data-dir", DATA, "--out", str(tmp_path), "--quiet"]
+    assert cli.main(args) == 0
+    f = json.loads((tmp_path / "formulators.json").read_text())
+    labels = [r["label"] for r in f["formulators"]]
+    assert labels == ["rules+gold", "rules+gold-spans", "tagger+rules", "gold"]
+    gold = f["formulators"][-1]
+    assert gold["declaration"]["faithful"]["accuracy"] == 1.0
+    assert gold["execution"]["all-integer"]["strict"]["n_correct"] == 3
+    for r in f["formulators"]:
+        assert set(r["execution"]) >= {"all-integer", "continuous", "ir", "either"}
+        assert set(r["time"]) >= {"mean", "median", "p90", "max"}
+    assert set(f["skipped"]) == {"llm-three-phase", "llm-hybrid", "llm-one-step"}
+    assert 0.0 < f["ner"]["f1"] <= 1.0 and f["ner"]["n_docs"] == 3
+    s = json.loads((tmp_path / "solvers.json").read_text())
+    assert all(c["ok"] for c in s["checks"] if c["gate"])
+    assert len(s["dev"]) == 3 and all(r["agree"] for r in s["dev"])
+    la = json.loads((tmp_path / "layer.json").read_text())
+    assert {r["layer"] for r in la["rows"]} == {"PerturbedMILP", "PerturbedFenchelYoungLoss"}
+    assert la["pyepo"]["status"] in ("installed", "not installed")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["experiments"] == ["formulators", "layer", "solvers"]
+    assert any(c["target"] == ">= 0.877" for c in summary["checks"])
+    table = (tmp_path / "table.md").read_text()
+    assert "Solver paths" in table and "Spec §7 targets" in table
+    lines = (tmp_path / "formulators_records.jsonl").read_text().splitlines()
+    assert len(lines) == 4 * 3
