@@ -151,6 +151,8 @@ CAND_PROB = 0.5
 KEEP_TOP = 2
 THIRD_MIN_SCORE = 1.5
 COMPARE_CUES = True
+DROP_GENERIC = True
+COORD_BONUS = 0.0
 
 
 def select_variables(words: list[str], spans: list[dict], probs, labels) -> list[dict]:
@@ -183,18 +185,104 @@ def select_variables(words: list[str], spans: list[dict], probs, labels) -> list
             i += 1
     if not cands:
         return spans
+    if DROP_GENERIC:
+        cands = _drop_generic(cands)
+    coord = {}
+    if COORD_BONUS or len(group_mentions([c["text"] for c in cands])) < 2:
+        coord = _coordinated(words, cands, used)
+    cands += [c for c in coord.values() if c.get("new")]
     cands.sort(key=lambda s: s["token_start"])
     groups = group_mentions([c["text"] for c in cands])
     gid = {m: g for g, ms in enumerate(groups) for m in ms}
     score = [0.0] * len(groups)
     for c in cands:
         score[gid[c["text"]]] += float(pv[c["token_start"]:c["token_end"] + 1].mean())
+    for c in coord.values():
+        score[gid[c["text"]]] += COORD_BONUS
     rank = sorted(range(len(groups)), key=lambda g: -score[g])
     keep = set(rank[:KEEP_TOP])
     if len(rank) > KEEP_TOP and score[rank[KEEP_TOP]] >= THIRD_MIN_SCORE:
         keep.add(rank[KEEP_TOP])
     out = [s for s in spans if s["label"] != "VAR"] + [c for c in cands if gid[c["text"]] in keep]
     return sorted(out, key=lambda s: s["token_start"])
+
+
+def _drop_generic(cands: list[dict]) -> list[dict]:
+    """A bare head noun ("planes", "containers") that ends two different specific mentions ("commercial planes",
+    "private planes") names the category, not a variable; grouped, it would merge both variables."""
+    forms = {c["text"]: normalize_mention(c["text"]) for c in cands}
+    distinct = set(forms.values())
+
+    from .grouping import _contains
+
+    def generic(nf):
+        longer = [f for f in distinct if len(f) > len(nf) and f[len(f) - len(nf):] == nf]
+        return any(not (_contains(f, g) or _contains(g, f)) for f in longer for g in longer)
+
+    return [c for c in cands if not generic(forms[c["text"]])]
+
+
+_COORD_SKIP = {"by", "through", "using", "the", "a", "an", "either", "via", "with"}
+_COORD_STOP = {"and", "or", "to", "of", "in", "on", "for", "is", "are", "can", "will", "has", "have", "be", "that",
+               "which", "it", "they", "two", "types", "kinds", "methods", "ways"}
+
+
+def _coordinated(words: list[str], cands: list[dict], used: set) -> dict:
+    """Mentions in a coordination with another mention ("trucks and boats", "either bikes or by car"): existing
+    candidates are returned as they are; an untagged noun phrase (<= 3 words) on the other side of the
+    conjunction becomes a new candidate (flag ``new``)."""
+    lw = [w.lower() for w in words]
+    start = {c["token_start"]: c for c in cands}
+    end = {c["token_end"]: c for c in cands}
+    taken = set(used) | {j for c in cands for j in range(c["token_start"], c["token_end"] + 1)}
+    out: dict = {}
+
+    def np_after(i):
+        while i < len(words) and lw[i] in _COORD_SKIP:
+            i += 1
+        j = i
+        while j < len(words) and j - i < 3 and words[j].isalpha() and lw[j] not in _COORD_STOP and j not in taken:
+            j += 1
+        return (i, j - 1) if j > i else None
+
+    def np_before(i):
+        j = i
+        while j >= 0 and lw[j] in _COORD_SKIP:
+            j -= 1
+        k = j
+        while k >= 0 and j - k < 3 and words[k].isalpha() and lw[k] not in _COORD_STOP and k not in taken:
+            k -= 1
+        return (k + 1, j) if j > k else None
+
+    for c in cands:
+        a, b = c["token_start"], c["token_end"]
+        if b + 1 < len(words) and lw[b + 1] in ("and", "or"):
+            k = b + 2
+            while k < len(words) and lw[k] in _COORD_SKIP:
+                k += 1
+            if k in start:
+                out[id(c)] = c
+                out[id(start[k])] = start[k]
+            else:
+                r = np_after(b + 2)
+                if r:
+                    out[id(c)] = c
+                    new = {"label": "VAR", "token_start": r[0], "token_end": r[1],
+                           "text": " ".join(words[r[0]:r[1] + 1]), "new": True}
+                    out[id(new)] = new
+                    taken.update(range(r[0], r[1] + 1))
+        k = a - 1
+        while k >= 0 and lw[k] in _COORD_SKIP:
+            k -= 1
+        if k >= 1 and lw[k] in ("and", "or") and not (k - 1 in end):
+            r = np_before(k - 1)
+            if r:
+                out[id(c)] = c
+                new = {"label": "VAR", "token_start": r[0], "token_end": r[1],
+                       "text": " ".join(words[r[0]:r[1] + 1]), "new": True}
+                out[id(new)] = new
+                taken.update(range(r[0], r[1] + 1))
+    return out
 
 
 def head_noun_mentions(words: list[str], spans: list[dict]) -> list[dict]:
@@ -316,10 +404,13 @@ def tagger_spans(words: list[str], tagger) -> list[dict]:
     spans = propagate_var_mentions(words, bio_to_spans(words, tagger.tag(words)))
     if hasattr(tagger, "marginals"):
         spans = select_variables(words, spans, tagger.marginals(words), tagger.labels)
+        spans = propagate_var_mentions(words, spans)  # mentions of variables found by coordination
     spans = head_noun_mentions(words, spans)
     spans = detect_objective_direction(words, spans)
     if COMPARE_CUES:
         spans = add_comparison_cues(words, spans)
+    if LIMIT_CUES:
+        spans = add_limit_cues(words, spans)
     spans = augment_objective_names(words, fix_number_roles(words, spans))
     return clean_objective_names(words, spans)
 
@@ -362,4 +453,38 @@ def add_comparison_cues(words: list[str], spans: list[dict]) -> list[dict]:
         if hit:
             a, b = hit
             out.append({"label": "CONST_DIR", "token_start": a, "token_end": b, "text": " ".join(words[a:b + 1])})
+    return sorted(out, key=lambda s: s["token_start"])
+
+
+_LIMIT_CUES = ("needs", "need", "must", "requires", "require", "required", "has", "have", "available", "only",
+               "minimum", "maximum", "least", "most", "up")
+LIMIT_CUES = True
+
+
+def add_limit_cues(words: list[str], spans: list[dict]) -> list[dict]:
+    """A LIMIT whose own clause has no CONST_DIR takes the operator of the nearest one in the sentence, often the
+    wrong one ("needs to move 1000 units ... and must have a maximum of 40%"); a cue word up to 5 tokens before
+    the LIMIT within its clause ("needs", "must", "available") becomes its CONST_DIR."""
+    lw = [w.lower() for w in words]
+    used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
+    cdir = {j for s in spans if s["label"] == "CONST_DIR" for j in range(s["token_start"], s["token_end"] + 1)}
+    out = list(spans)
+    for s in spans:
+        if s["label"] != "LIMIT":
+            continue
+        a = s["token_start"]
+        lo = a
+        while lo > 0 and a - lo < 6 and lw[lo - 1] not in (",", ".", ";", "and", "?", "!", "while", "but"):
+            lo -= 1
+        if any(j in cdir for j in range(lo, a)):
+            continue
+        hi = s["token_end"] + 1
+        if any(j in cdir for j in range(hi, min(len(words), hi + 4))):
+            continue
+        for j in range(a - 1, lo - 1, -1):
+            if lw[j] in _LIMIT_CUES and j not in used:
+                out.append({"label": "CONST_DIR", "token_start": j, "token_end": j, "text": words[j]})
+                used.add(j)
+                cdir.add(j)
+                break
     return sorted(out, key=lambda s: s["token_start"])
