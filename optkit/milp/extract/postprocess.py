@@ -274,7 +274,7 @@ def _coordinated(words: list[str], cands: list[dict], used: set) -> dict:
         k = a - 1
         while k >= 0 and lw[k] in _COORD_SKIP:
             k -= 1
-        if k >= 1 and lw[k] in ("and", "or") and not (k - 1 in end):
+        if k >= 1 and lw[k] in ("and", "or") and k - 1 not in end:
             r = np_before(k - 1)
             if r:
                 out[id(c)] = c
