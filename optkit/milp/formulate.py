@@ -62,8 +62,11 @@ _BINARY_CUES = ("whether", "open or not", "or not")
 @dataclasses.dataclass(repr=False)
 class FormulationResult(Result):
     """Outcome of :func:`formulate`: ``model`` (MILPModel or None), ``solution`` (MILPResult or None), ``x``/``fun``
-    /``status`` from the solve (CONVERGED with ``solve=False`` and a valid IR; ERROR when no valid IR),
-    ``diagnostics``, ``phases`` (seconds per phase)."""
+    /``status`` from the solve (CONVERGED with ``solve=False`` and a valid IR; ERROR when no valid IR, with an LLM's
+    last validation errors in ``extra["errors"]``), ``diagnostics`` (pipeline notes, then the self-check of the
+    final model), ``phases`` (seconds per phase and ``total``), ``n_llm_calls``, ``n_repairs`` (follow-up
+    messages after invalid replies), ``n_self_check_rounds``; ``backend`` is ``"rules"`` or ``"llm"`` (then
+    ``extra["pipeline"]`` and ``extra["classify"]``)."""
 
     model: Any = None
     solution: Any = None
@@ -81,6 +84,12 @@ def _tagger():
 
         _TAGGER = load_tagger()
     return _TAGGER
+
+
+def _offline_spans(words: list[str]) -> list[dict]:
+    """The fully offline entity stage of the rules backend (CRF spans and their post-processing)."""
+    spans = propagate_var_mentions(words, bio_to_spans(words, _tagger().tag(words)))
+    return augment_objective_names(words, fix_number_roles(words, spans))
 
 
 def _unwrap(text):
@@ -684,11 +693,7 @@ class Formulator:
             from .extract.tokenize import tokenize
 
             words = [t.text for t in tokenize(doc)]
-            if isinstance(entities, (list, tuple)):
-                spans = [dict(s) for s in entities]
-            else:
-                spans = propagate_var_mentions(words, bio_to_spans(words, _tagger().tag(words)))
-                spans = augment_objective_names(words, fix_number_roles(words, spans))
+            spans = [dict(s) for s in entities] if isinstance(entities, (list, tuple)) else _offline_spans(words)
         if not any(re.search(r"\d", w) for w in words) and not any(s.get("label") in ("PARAM", "LIMIT")
                                                                    for s in spans):
             raise InvalidProblemError("text: no number found; a problem needs coefficients or limits")

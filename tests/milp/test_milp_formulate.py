@@ -143,3 +143,24 @@ def test_invalid_ir_is_status_error_not_raise():
     assert r.status == Status.ERROR and r.model is None and r.diagnostics[-1].code == "invalid_ir"
     with pytest.raises(InvalidProblemError, match=r"spans\[0\]"):
         formulate("Make at most 5 chairs .", entities=[{"label": "VAR", "token_start": 99, "token_end": 99}])
+
+
+def test_formulator_rules_steps_match_formulate():
+    pytest.importorskip("highspy")
+    from optkit.milp.formulate import FormulationState, Formulator
+
+    f = Formulator("rules")
+    state = f.init(TEXT)
+    assert isinstance(state, FormulationState) and state.mode == "rules"
+    seen = []
+    while not state.done:
+        f.step(state)
+        seen.append(state.phase)
+    assert seen == ["entities", "rules", "solve", "diagnose"]
+    assert state.tokens[:3] == ["A", "factory", "makes"] and any(s["label"] == "VAR" for s in state.spans)
+    res = f.result(state)
+    ref = formulate(TEXT)
+    assert res.model == ref.model and res.fun == ref.fun and res.status == ref.status
+    assert res.n_llm_calls == 0 and res.backend == "rules"
+    # the offline path never reports an LLM option it did not use
+    assert "pipeline" not in res.extra
