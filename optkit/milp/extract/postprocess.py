@@ -152,7 +152,6 @@ KEEP_TOP = 2
 THIRD_MIN_SCORE = 1.5
 COMPARE_CUES = True
 DROP_GENERIC = True
-COORD_BONUS = 0.0
 
 
 def select_variables(words: list[str], spans: list[dict], probs, labels) -> list[dict]:
@@ -187,23 +186,20 @@ def select_variables(words: list[str], spans: list[dict], probs, labels) -> list
         return spans
     if DROP_GENERIC:
         cands = _drop_generic(cands)
-    coord = {}
-    if COORD_BONUS or len(group_mentions([c["text"] for c in cands])) < 2:
-        coord = _coordinated(words, cands, used)
-    cands += [c for c in coord.values() if c.get("new")]
+    if len(group_mentions([c["text"] for c in cands])) < 2:  # one variable found: look across "and"/"or"
+        cands += [c for c in _coordinated(words, cands, used).values() if c.get("new")]
     cands.sort(key=lambda s: s["token_start"])
     groups = group_mentions([c["text"] for c in cands])
     gid = {m: g for g, ms in enumerate(groups) for m in ms}
     score = [0.0] * len(groups)
     for c in cands:
         score[gid[c["text"]]] += float(pv[c["token_start"]:c["token_end"] + 1].mean())
-    for c in coord.values():
-        score[gid[c["text"]]] += COORD_BONUS
     rank = sorted(range(len(groups)), key=lambda g: -score[g])
     keep = set(rank[:KEEP_TOP])
     if len(rank) > KEEP_TOP and score[rank[KEEP_TOP]] >= THIRD_MIN_SCORE:
         keep.add(rank[KEEP_TOP])
-    out = [s for s in spans if s["label"] != "VAR"] + [c for c in cands if gid[c["text"]] in keep]
+    out = [s for s in spans if s["label"] != "VAR"] + [{k: v for k, v in c.items() if k != "new"} for c in cands
+                                                       if gid[c["text"]] in keep]
     return sorted(out, key=lambda s: s["token_start"])
 
 
