@@ -76,6 +76,11 @@ def _contains(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return b[: len(a)] == a
 
 
+def _subset(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Token subset, except that a negation prefix makes a different thing ("AC seat" / "non-AC seat")."""
+    return set(a) <= set(b) and not (set(b) - set(a)) & {"non", "not"}
+
+
 def _identifier(w: str) -> bool:
     return len(w) <= 3 or any(c.isdigit() for c in w)
 
@@ -115,7 +120,7 @@ def group_mentions(mentions: Sequence[str]) -> list[list[str]]:
             if len(hits) == 1:
                 gi = hits[0]
             elif not hits:  # token subset ("vanilla powder shake" / "vanilla powder protein shake")
-                hits = [i for i, ns in enumerate(gnorms) if any(set(nf) <= set(n) or set(n) <= set(nf) for n in ns)]
+                hits = [i for i, ns in enumerate(gnorms) if any(_subset(nf, n) or _subset(n, nf) for n in ns)]
                 if len(hits) == 1:
                     gi = hits[0]
             if gi is None and len(groups) >= 2:  # a third variable is rare: merge on a shared leading modifier
