@@ -6,7 +6,8 @@ from __future__ import annotations
 from .grouping import normalize_mention
 
 __all__ = ["bio_to_spans", "propagate_var_mentions", "fix_number_roles", "augment_objective_names", "select_variables",
-           "head_noun_mentions", "detect_objective_direction", "clean_objective_names", "tagger_spans"]
+           "head_noun_mentions", "detect_objective_direction", "clean_objective_names", "tagger_spans",
+           "repair_spans", "add_comparison_cues", "add_limit_cues"]
 
 
 def bio_to_spans(words: list[str], tags: list[str]) -> list[dict]:
@@ -396,12 +397,17 @@ def clean_objective_names(words: list[str], spans: list[dict]) -> list[dict]:
 
 
 def tagger_spans(words: list[str], tagger) -> list[dict]:
-    """The fully offline entity stage: CRF (Viterbi) spans, then the repairs above in their tuned order."""
+    """The fully offline entity stage: CRF (Viterbi) spans, the VAR repairs, then :func:`repair_spans`."""
     spans = propagate_var_mentions(words, bio_to_spans(words, tagger.tag(words)))
     if hasattr(tagger, "marginals"):
         spans = select_variables(words, spans, tagger.marginals(words), tagger.labels)
         spans = propagate_var_mentions(words, spans)  # mentions of variables found by coordination
     spans = head_noun_mentions(words, spans)
+    return repair_spans(words, spans)
+
+
+def repair_spans(words: list[str], spans: list[dict]) -> list[dict]:
+    """The repairs of every non-VAR label, in their tuned order (also used around an LLM's variables)."""
     spans = detect_objective_direction(words, spans)
     if COMPARE_CUES:
         spans = add_comparison_cues(words, spans)
