@@ -215,6 +215,11 @@ _SLOTS = {
 }
 
 
+# spellings a model writes without a schema (prompt-only servers) for the same class
+_CLASS_ALIASES = {"upper_bound": "upperbound", "lower_bound": "lowerbound", "minlot": "min_lot",
+                  "minimum_lot": "min_lot", "eitheror": "either_or", "x_by": "xby", "x_y": "xy"}
+
+
 def _operator(value, loc, errs):
     key = value.strip().lower() if isinstance(value, str) else None
     if key not in _OPS:
@@ -262,7 +267,10 @@ def _parse_statements(obj) -> list[dict]:
             errs.append({"loc": f"constraints[{i}]", "msg": "expected an object {class, text, slots}"})
             continue
         cls = c.get("class")
-        if not isinstance(cls, str) or cls.strip().lower() not in _SLOTS:
+        if isinstance(cls, str):
+            cls = cls.strip().lower().replace("-", "_").replace(" ", "_")
+            cls = _CLASS_ALIASES.get(cls, cls)
+        if not isinstance(cls, str) or cls not in _SLOTS:
             errs.append({"loc": f"constraints[{i}].class", "msg": f"expected one of {list(prompts.CLASSES)}, "
                                                                  f"got {cls!r}"})
         slots = c.get("slots")
@@ -270,7 +278,7 @@ def _parse_statements(obj) -> list[dict]:
             errs.append({"loc": f"constraints[{i}].slots", "msg": "expected an object"})
         extra = [k for k in c if k not in ("class", "text", "slots")]
         errs += [{"loc": f"constraints[{i}].{k}", "msg": "unexpected key"} for k in extra]
-        out.append({"class": cls.strip().lower() if isinstance(cls, str) else cls,
+        out.append({"class": cls,
                     "text": c.get("text") if isinstance(c.get("text"), str) else None,
                     "slots": dict(slots) if isinstance(slots, Mapping) else {}})
     if errs:
@@ -280,8 +288,10 @@ def _parse_statements(obj) -> list[dict]:
 
 def _objective_ir(o: dict, errs: list) -> dict:
     cls = o.get("class") or ("objective" if o.get("terms") else "objvar")
+    cls = cls if isinstance(cls, str) else repr(cls)
     sense = o.get("sense")
-    sense = {"max": "maximize", "min": "minimize"}.get(sense, sense)
+    if isinstance(sense, str):
+        sense = {"max": "maximize", "min": "minimize"}.get(sense.strip().lower(), sense.strip().lower())
     out = {"type": cls, "sense": sense, "name": o.get("name") if isinstance(o.get("name"), str) else None}
     if cls == "objective":
         out["terms"] = _terms(o.get("terms"), "objective.terms", errs) or {}

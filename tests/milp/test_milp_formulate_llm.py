@@ -405,3 +405,32 @@ def test_http_backend_three_phase(server, monkeypatch):
     server.reply('{"error": "bad key"}', code=401)
     with pytest.raises(LLMError, match="401"):
         formulate(ELM, backend=b)
+
+
+def test_phase2_validation_never_crashes_on_odd_shapes():
+    """Whatever JSON comes back, phase 2/3 either builds a model or raises InvalidProblemError with paths (which
+    request_ir turns into a repair message), never another exception."""
+    from optkit.milp.formulate import _parse_statements
+
+    variables = [Variable(name="benches", domain="integer"), Variable(name="chairs", domain="integer")]
+    odd = [[], "x", {"objective": []}, {"objective": {"class": ["objective"], "sense": ["max"]}},
+           {"objective": OBJECTIVE, "constraints": {"a": 1}}, {"objective": OBJECTIVE, "constraints": [3, None]},
+           {"objective": OBJECTIVE, "constraints": [{"class": "linear", "slots": [1]}]},
+           {"objective": OBJECTIVE, "constraints": [{"class": "linear", "slots": {"terms": [1, {"var": 2}],
+                                                                                   "limit": {}, "operator": 5}}]},
+           {"objective": OBJECTIVE, "constraints": [{"class": "either_or", "slots": {"first": [], "second": {}}}]},
+           {"objective": {**OBJECTIVE, "terms": {"stools": 1}}, "constraints": []},
+           {"objective": OBJECTIVE, "constraints": [{"class": "ratio", "text": 7, "slots": _slots(
+               var="chairs", operator="<=", limit="lots")}]},
+           {"objective": OBJECTIVE, "extra": 1}]
+    for obj in odd:
+        with pytest.raises(InvalidProblemError) as info:
+            statements_to_ir(_parse_statements(obj), variables)
+        assert info.value.errors and all({"loc", "msg"} <= set(e) for e in info.value.errors)
+    # spellings without a schema are read as the same class; operators in IR or symbol form
+    ok = {"objective": {**OBJECTIVE, "sense": "Max"}, "constraints": [
+        {"class": "Upper-Bound", "text": "", "slots": {"var": "chairs", "limit": 3}},
+        {"class": "linear", "text": "", "slots": {"terms": {"benches": 2, "chairs": 3}, "operator": "LESS_OR_EQUAL",
+                                                  "limit": "11"}}]}
+    m = statements_to_ir(_parse_statements(ok), variables)
+    assert [c.type for c in m.constraints] == ["upperbound", "linear"] and m.objective.sense == "maximize"
