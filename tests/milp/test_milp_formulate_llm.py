@@ -434,3 +434,16 @@ def test_phase2_validation_never_crashes_on_odd_shapes():
                                                   "limit": "11"}}]}
     m = statements_to_ir(_parse_statements(ok), variables)
     assert [c.type for c in m.constraints] == ["upperbound", "linear"] and m.objective.sense == "maximize"
+
+
+def test_self_check_rejects_a_revision_with_a_new_kind_of_error():
+    worse = json.loads(json.dumps(IR))
+    worse["variables"].append({"name": "stools", "domain": "integer", "lb": 0, "ub": None, "unit": None,
+                               "mentions": [], "domain_source": "inferred"})
+    fake = Fake(variables=PHASE1, statements=PHASE2_INFEASIBLE, revise=[worse, IR])
+    r = formulate(ELM, backend=fake, max_self_check_rounds=1)
+    assert r.status == Status.INFEASIBLE and r.n_self_check_rounds == 1
+    assert any(d.code == "revision_rejected" and "unused_variable" in d.message for d in r.diagnostics)
+    # a second round is not spent on the error already sent back for this IR
+    r2 = formulate(ELM, backend=Fake(variables=PHASE1, statements=PHASE2_INFEASIBLE, revise=[worse, IR]))
+    assert r2.status == Status.INFEASIBLE and r2.n_self_check_rounds == 1 and r2.n_llm_calls == 3
