@@ -595,13 +595,16 @@ class Formulator:
         return FormulationState(text=doc, record=rec, mode=self.mode, pending=list(pending))
 
     def step(self, state: FormulationState) -> FormulationState:
-        """Run the next phase of ``state`` (in place; also returned), then the callback."""
+        """Run the next phase of ``state`` (in place; also returned), then the callback. A phase that raises
+        (``LLMError``, ``InvalidProblemError``) stays pending, so the step can be retried."""
         if state.done:
             return state
         phase = state.pending[0]
         t0 = time.perf_counter()
         finished = getattr(self, f"_phase_{phase}")(state)
-        state.timings[phase] = state.timings.get(phase, 0.0) + time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        state.timings[phase] = state.timings.get(phase, 0.0) + dt
+        log.debug("formulate: phase %s (%s) %.3f s, %d LLM call(s)", phase, state.mode, dt, state.n_llm_calls)
         state.phase = phase
         if finished is not False and state.pending and state.pending[0] == phase:
             state.pending.pop(0)

@@ -447,3 +447,22 @@ def test_self_check_rejects_a_revision_with_a_new_kind_of_error():
     # a second round is not spent on the error already sent back for this IR
     r2 = formulate(ELM, backend=Fake(variables=PHASE1, statements=PHASE2_INFEASIBLE, revise=[worse, IR]))
     assert r2.status == Status.INFEASIBLE and r2.n_self_check_rounds == 1 and r2.n_llm_calls == 3
+
+
+def test_a_failed_step_can_be_retried():
+    replies = {"n": 0}
+
+    def flaky(messages, **kw):
+        replies["n"] += 1
+        if replies["n"] == 1:
+            raise LLMError("HTTP 503 after retries")
+        return json.dumps(PHASE1 if prompts.TASK_VARIABLES in messages[1]["content"] else PHASE2)
+
+    f = Formulator(flaky)
+    state = f.init(ELM)
+    with pytest.raises(LLMError):
+        f.step(state)
+    assert state.pending[0] == "variables" and state.n_llm_calls == 0
+    while not state.done:
+        f.step(state)
+    assert f.result(state).fun == pytest.approx(224.0) and state.n_llm_calls == 2
