@@ -29,12 +29,7 @@ from .._logging import get_logger
 from .._result import Result, Status
 from . import prompts
 from .extract.grouping import normalize_mention
-from .extract.postprocess import (
-    augment_objective_names,
-    bio_to_spans,
-    fix_number_roles,
-    propagate_var_mentions,
-)
+from .extract.postprocess import bio_to_spans, propagate_var_mentions, repair_spans, tagger_spans
 from .ir import MILPModel, Variable
 from .llm import as_backend, request_ir
 from .selfcheck import Diagnostic
@@ -88,8 +83,7 @@ def _tagger():
 
 def _offline_spans(words: list[str]) -> list[dict]:
     """The fully offline entity stage of the rules backend (CRF spans and their post-processing)."""
-    spans = propagate_var_mentions(words, bio_to_spans(words, _tagger().tag(words)))
-    return augment_objective_names(words, fix_number_roles(words, spans))
+    return tagger_spans(words, _tagger())
 
 
 def _unwrap(text):
@@ -688,7 +682,7 @@ class Formulator:
                     idx = located.get(normalize_mention(s["text"]))
                     if idx is not None:
                         order_mapping[s["text"]] = idx
-            spans = augment_objective_names(words, fix_number_roles(words, spans))
+            spans = repair_spans(words, spans)
             for name in missing:
                 state.diagnostics.append(Diagnostic("mention_not_found", "warning",
                                                     f"variable {name!r}: none of its LLM mentions occurs in the text"))
