@@ -411,6 +411,8 @@ def repair_spans(words: list[str], spans: list[dict]) -> list[dict]:
     spans = detect_objective_direction(words, spans)
     if COMPARE_CUES:
         spans = add_comparison_cues(words, spans)
+    if ENUM_LIMITS:
+        spans = enumerated_limits(words, spans)
     if LIMIT_CUES:
         spans = add_limit_cues(words, spans)
     spans = augment_objective_names(words, fix_number_roles(words, spans))
@@ -490,3 +492,30 @@ def add_limit_cues(words: list[str], spans: list[dict]) -> list[dict]:
                 cdir.add(j)
                 break
     return sorted(out, key=lambda s: s["token_start"])
+
+
+ENUM_LIMITS = True
+
+
+def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
+    """In a list of requirements ("at least 160 grams of protein and 180 grams of carbs") the CRF labels the later
+    numbers PARAM; a PARAM whose previous number in the sentence is a LIMIT, with no VAR between them and at most 8
+    tokens apart, is a LIMIT."""
+    sent, k = [], 0
+    for w in words:
+        sent.append(k)
+        k += w in (".", "?", "!")
+    spans = sorted(spans, key=lambda s: s["token_start"])
+    out, prev = [], None
+    for s in spans:
+        s = dict(s)
+        if s["label"] == "VAR":
+            prev = None
+        elif s["label"] in ("PARAM", "LIMIT"):
+            if (s["label"] == "PARAM" and prev is not None and prev["label"] == "LIMIT"
+                    and sent[prev["token_start"]] == sent[s["token_start"]]
+                    and s["token_start"] - prev["token_end"] <= 8):
+                s["label"] = "LIMIT"
+            prev = s
+        out.append(s)
+    return out
