@@ -304,9 +304,11 @@ def head_noun_mentions(words: list[str], spans: list[dict]) -> list[dict]:
     if not unique:
         return spans
     used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
+    var_end = {s["token_end"] for s in var}
     out = list(spans)
     for i, w in enumerate(words):
-        if i not in used and w.isalpha() and singularize(w.lower()) in unique:
+        # not right after another mention: "Solid waste" is not "Solid" + the head of "liquid waste"
+        if i not in used and i - 1 not in var_end and w.isalpha() and singularize(w.lower()) in unique:
             out.append({"label": "VAR", "token_start": i, "token_end": i, "text": w})
     return sorted(out, key=lambda s: s["token_start"])
 
