@@ -320,3 +320,15 @@ def test_llm_transport_failure_stops_the_run():
     with pytest.raises(LLMError):
         evaluate([dict(COCONUT, document="A coconut seller ...")], formulator=dead, pipeline="one-step",
                  progress=False)
+
+
+def test_processes_with_file_references_and_missing_ids():
+    # the missing-reference sentinel and plain records cross the spawn boundary unchanged
+    recs = [dict(COCONUT, id=str(i)) for i in range(3)]
+    refs = {"0": 880, "1": "n/a"}
+    kw = dict(formulator="gold", integrality=("all-integer", "either"), references=refs, progress=False)
+    one, two = evaluate(recs, processes=1, **kw), evaluate(recs, processes=2, **kw)
+    assert two.execution == one.execution
+    assert two.execution["all-integer"]["strict"]["excluded"] == {"non-numeric reference 'n/a'": 1,
+                                                                  "missing reference": 1}
+    assert [r["exec"] for r in two.records] == [r["exec"] for r in one.records]
