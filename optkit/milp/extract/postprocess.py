@@ -173,6 +173,15 @@ def select_variables(words: list[str], spans: list[dict], probs, labels) -> list
             pv += probs[:, k]
     used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
     cands = [dict(s) for s in spans if s["label"] == "VAR"]
+    for c in cands:  # "electrical -" cut at the hyphen: take the rest of the compound ("based store")
+        b = c["token_end"]
+        if words[b] == "-":
+            while (b + 1 < len(words) and b + 1 not in used and words[b + 1].isalpha()
+                   and words[b + 1].lower() not in _COORD_STOP and b - c["token_end"] < 2):
+                b += 1
+            used.update(range(c["token_end"] + 1, b + 1))
+            c["token_end"] = b
+            c["text"] = " ".join(words[c["token_start"]:b + 1])
     i = 0
     while i < len(words):
         if pv[i] >= CAND_PROB and i not in used and any(c.isalpha() for c in words[i]):
@@ -382,7 +391,13 @@ def clean_objective_names(words: list[str], spans: list[dict]) -> list[dict]:
             return False
         return any(singularize(w) in keys for w in ws) or not keys
 
-    count = "number" in text.split() and keys
+    before = lw[max(0, main["token_start"] - 3):main["token_start"]]
+    count = ("number" in text.split() or "number" in before) and keys
+    var_tok = {j for s in spans if s["label"] == "VAR" for j in range(s["token_start"], s["token_end"] + 1)}
+    if count and any(singularize(w) in keys and (j in var_tok or j - 1 in var_tok) for j, w in enumerate(lw)
+                     if not main["token_start"] <= j <= main["token_end"]):
+        # "the total number of stores" where stores are the variables ("film-based stores"): sum of variables
+        return [s for s in spans if s["label"] != "OBJ_NAME" or s is main]
     if count:
         as_unit = False
         for s in spans:
@@ -410,7 +425,7 @@ def tagger_spans(words: list[str], tagger) -> list[dict]:
 
 def repair_spans(words: list[str], spans: list[dict]) -> list[dict]:
     """The repairs of every non-VAR label, in their tuned order (also used around an LLM's variables)."""
-    spans = detect_objective_direction(words, spans)
+    spans = count_objective_from_var(words, detect_objective_direction(words, spans))
     if COMPARE_CUES:
         spans = add_comparison_cues(words, spans)
     if ENUM_LIMITS:
@@ -497,6 +512,17 @@ def add_limit_cues(words: list[str], spans: list[dict]) -> list[dict]:
 
 
 ENUM_LIMITS = True
+AFTER_CDIR = True
+
+
+_MULT_WORDS = {"twice", "thrice", "times", "half", "third", "thirds", "quarter", "fourth", "fifth", "double",
+               "triple", "fold"}
+
+
+def _multiplier_like(words, s) -> bool:
+    """A comparison multiplier or fraction ("twice", "a third", "3 times as many"): a PARAM of xby/ratio."""
+    nxt = [w.lower() for w in words[s["token_end"] + 1:s["token_end"] + 3]]
+    return bool(set(s["text"].lower().split()) & _MULT_WORDS) or bool(set(nxt) & {"times", "as", "fold"})
 
 
 def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
@@ -508,9 +534,13 @@ def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
         sent.append(k)
         k += w in (".", "?", "!")
     spans = sorted(spans, key=lambda s: s["token_start"])
+    cdir_end = {s["token_end"] for s in spans if s["label"] == "CONST_DIR"}
     out, prev = [], None
     for s in spans:
         s = dict(s)
+        if (s["label"] == "PARAM" and AFTER_CDIR and any(s["token_start"] - k in cdir_end for k in (1, 2))
+                and not _multiplier_like(words, s)):
+            s["label"] = "LIMIT"  # "at least $ 500": a number right after its direction is a limit
         if s["label"] == "VAR":
             prev = None
         elif s["label"] in ("PARAM", "LIMIT"):
@@ -520,4 +550,18 @@ def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
                 s["label"] = "LIMIT"
             prev = s
         out.append(s)
+    return out
+
+
+def count_objective_from_var(words: list[str], spans: list[dict]) -> list[dict]:
+    """"minimize the total number of [meals]" with the noun tagged VAR: that noun is the objective's name (a count
+    of the variables), not one more variable mention."""
+    lw = [w.lower() for w in words]
+    out = [dict(s) for s in spans]
+    for d in [s for s in out if s["label"] == "OBJ_DIR"]:
+        e = d["token_end"]
+        for s in out:
+            a = s["token_start"]
+            if s["label"] == "VAR" and e < a <= e + 6 and "number" in lw[e + 1:a] and lw[a - 1] == "of":
+                s["label"] = "OBJ_NAME"
     return out
