@@ -527,28 +527,38 @@ def _multiplier_like(words, s) -> bool:
 
 def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
     """In a list of requirements ("at least 160 grams of protein and 180 grams of carbs") the CRF labels the later
-    numbers PARAM; a PARAM whose previous number in the sentence is a LIMIT, with no VAR between them and at most 8
-    tokens apart, is a LIMIT."""
+    numbers PARAM; a PARAM whose previous number in the sentence is a LIMIT, at most 8 tokens apart with no VAR
+    between them (or right after "and"), is a LIMIT. Also: "three" + "times" is one number span, and a
+    non-multiplier PARAM right after a CONST_DIR ("at least $500") is a LIMIT."""
     sent, k = [], 0
     for w in words:
         sent.append(k)
         k += w in (".", "?", "!")
     spans = sorted(spans, key=lambda s: s["token_start"])
     cdir_end = {s["token_end"] for s in spans if s["label"] == "CONST_DIR"}
-    out, prev = [], None
+    taken = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
+    out, prev, var_between = [], None, False
     for s in spans:
         s = dict(s)
+        e = s["token_end"]
+        if (s["label"] in ("PARAM", "LIMIT") and e + 1 < len(words) and words[e + 1].lower() == "times"
+                and e + 1 not in taken):
+            s["token_end"] = e + 1  # "three times": the multiplier word belongs to the number
+            s["text"] = " ".join(words[s["token_start"]:e + 2])
         if (s["label"] == "PARAM" and AFTER_CDIR and any(s["token_start"] - k in cdir_end for k in (1, 2))
                 and not _multiplier_like(words, s)):
             s["label"] = "LIMIT"  # "at least $ 500": a number right after its direction is a limit
         if s["label"] == "VAR":
-            prev = None
+            var_between = True
         elif s["label"] in ("PARAM", "LIMIT"):
+            a = s["token_start"]
+            # "at least 8 refrigerator ABC's and 5 refrigerator XYZ's": a VAR between is fine after "and"/","
             if (s["label"] == "PARAM" and prev is not None and prev["label"] == "LIMIT"
-                    and sent[prev["token_start"]] == sent[s["token_start"]]
-                    and s["token_start"] - prev["token_end"] <= 8):
+                    and sent[prev["token_start"]] == sent[a] and a - prev["token_end"] <= 8
+                    and (not var_between or words[a - 1].lower() in ("and", ","))
+                    and not _multiplier_like(words, s)):
                 s["label"] = "LIMIT"
-            prev = s
+            prev, var_between = s, False
         out.append(s)
     return out
 
