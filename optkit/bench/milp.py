@@ -86,7 +86,7 @@ TARGETS = {
     "ducks_pyomo_ms": dict(target=7.6, op="<=", comparable=False,
                            what="ducks, Pyomo + appsi_highs, ms per solve (spec reference)"),
     "pyomo_over_highspy": dict(target=1.0, op=">=", comparable=True,
-                               what="Pyomo / highspy time ratio on the dev gold models (highspy path is faster)"),
+                               what="Pyomo / highspy CPU-time ratio on the dev gold models (highspy path is faster)"),
     "layer_b128_m10_s": dict(target=10.0, op="<=", comparable=True,
                              what="PerturbedMILP B = 128, M = 10, one process: forward + backward seconds (spec §8: "
                                   "about 1.3-10 s on one core)"),
@@ -162,12 +162,15 @@ def _selected(args, names):
     return [n for n in names if n in args.methods]
 
 
-def _stats(values) -> dict:
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return dict(mean=None, median=None, p90=None, max=None, n=0)
-    return dict(mean=float(a.mean()), median=float(np.median(a)), p90=float(np.quantile(a, 0.9)),
-                max=float(a.max()), n=int(a.size))
+def _progress(args, items, desc):
+    """tqdm over ``items`` on a TTY (DESIGN §6), the plain iterable otherwise."""
+    if args.quiet or not sys.stderr.isatty():
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return items
+    return tqdm(items, desc=f"milp {desc}", leave=False)
 
 
 def _check(key, value, **extra) -> dict:
@@ -219,6 +222,17 @@ def _summarise_report(label, report, wall) -> dict:
     for key, val in report.items():
         if key != "records":
             out[key] = val
+    phases: dict = {}
+    for r in report.get("records", []):  # per-phase seconds, where evaluate() reports them
+        t = r.get("time") if isinstance(r.get("time"), dict) else {}
+        for k, v in (t.get("phases") or {}).items():
+            if isinstance(v, (int, float)):
+                phases.setdefault(k, []).append(float(v))
+        for pol, v in (t.get("solve") or {}).items() if isinstance(t.get("solve"), dict) else ():
+            if isinstance(v, (int, float)):
+                phases.setdefault(f"solve[{pol}]", []).append(float(v))
+    if phases:
+        out["phase_time_mean"] = {k: float(np.mean(v)) for k, v in phases.items()}
     out["execution"] = dict(report.get("execution", {}))
     if "all-integer" in out["execution"] and "continuous" in out["execution"]:
         out["execution"]["either"] = {t: _either(report, t) for t in TOLERANCES}
@@ -367,11 +381,12 @@ def _one(path, model, policy, time_limit):
 
 
 def _time_path(path, model, policy, repeats, time_limit):
+    """(wall seconds, process CPU seconds) per call, status, fun; CPU time is robust to other load."""
     status, fun = _one(path, model, policy, time_limit)  # warm-up (imports, Pyomo plugin registration)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         _one(path, model, policy, time_limit)
-    return (time.perf_counter() - t0) / repeats, status, fun
+    return ((time.perf_counter() - t0) / repeats, (time.process_time() - c0) / repeats), status, fun
 
 
 def _agree(outcomes: dict) -> tuple[bool, str]:
@@ -423,8 +438,9 @@ def _run_solvers(args, out) -> dict:
                 to_linear_form(model, integrality=policy)
             row["compile_s"] = (time.perf_counter() - t0) / repeats
             for path in paths:
-                dt, status, fun = _time_path(path, model, policy, repeats, tl)
+                (dt, cpu), status, fun = _time_path(path, model, policy, repeats, tl)
                 row["times"][path] = dt
+                row.setdefault("cpu", {})[path] = cpu
                 row["outcomes"][path] = (status, fun)
             row["agree"], row["agree_note"] = _agree(row["outcomes"])
             row["expected"] = case.lp if policy == "continuous" else case.milp
@@ -445,7 +461,7 @@ def _run_solvers(args, out) -> dict:
 
     dev_repeats = max(1, repeats if not args.quick else 2)
     t_start = time.perf_counter()
-    for rec in recs:
+    for rec in _progress(args, recs, "dev gold models"):
         import warnings
 
         with warnings.catch_warnings():
@@ -457,8 +473,9 @@ def _run_solvers(args, out) -> dict:
                 continue
             row = dict(set="dev", model=rec.get("id"), policy="all-integer", times={}, outcomes={})
             for path in paths:
-                dt, status, fun = _time_path(path, model, "all-integer", dev_repeats, tl)
+                (dt, cpu), status, fun = _time_path(path, model, "all-integer", dev_repeats, tl)
                 row["times"][path] = dt
+                row.setdefault("cpu", {})[path] = cpu
                 row["outcomes"][path] = (status, fun)
         row["agree"], row["agree_note"] = _agree(row["outcomes"])
         dev_rows.append(row)
@@ -468,12 +485,16 @@ def _run_solvers(args, out) -> dict:
         s = {}
         for p in paths:
             ts = [r["times"][p] for r in rs if p in r["times"]]
+            cs = [r["cpu"][p] for r in rs if p in r.get("cpu", {})]
             s[p] = dict(mean_ms=1e3 * float(np.mean(ts)) if ts else None,
+                        mean_cpu_ms=1e3 * float(np.mean(cs)) if cs else None,
                         median_ms=1e3 * float(np.median(ts)) if ts else None,
                         total_s=float(np.sum(ts)) if ts else None, n_models=len(ts))
         for p in paths:
             if "highspy" in s and s["highspy"]["mean_ms"] and s[p]["mean_ms"] is not None:
                 s[p]["ratio_vs_highspy"] = s[p]["mean_ms"] / s["highspy"]["mean_ms"]
+            if "highspy" in s and s["highspy"]["mean_cpu_ms"] and s[p]["mean_cpu_ms"] is not None:
+                s[p]["cpu_ratio_vs_highspy"] = s[p]["mean_cpu_ms"] / s["highspy"]["mean_cpu_ms"]
         s["n_agree"] = sum(bool(r["agree"]) for r in rs)
         s["n"] = len(rs)
         summary[label] = s
@@ -497,8 +518,8 @@ def _run_solvers(args, out) -> dict:
         if "pyomo" in ducks["times"]:
             checks.append(_check("ducks_pyomo_ms", 1e3 * ducks["times"]["pyomo"]))
     dev_s = summary.get("dev", {})
-    if dev_s.get("pyomo", {}).get("ratio_vs_highspy") is not None:
-        checks.append(_check("pyomo_over_highspy", dev_s["pyomo"]["ratio_vs_highspy"]))
+    if dev_s.get("pyomo", {}).get("cpu_ratio_vs_highspy") is not None:
+        checks.append(_check("pyomo_over_highspy", dev_s["pyomo"]["cpu_ratio_vs_highspy"]))
     return dict(experiment="solvers", repeats=repeats, dev_repeats=dev_repeats, paths=paths, cases=rows,
                 dev=dev_rows, dev_wall_time=dev_wall, summary=summary, checks=checks,
                 note="times are end-to-end calls from the IR (validation, to_linear_form, HiGHS, result); "
@@ -531,6 +552,8 @@ def _run_layer(args, out) -> dict:
                         key = (kind, ratio)
                         if key not in oracle_cache:  # one oracle (one worker pool) per layer kind and ratio
                             oracle_cache[key] = MILPOracle(model, processes=p)
+                            # start the worker pool (2 p rows go to the pool) outside the timed calls
+                            oracle_cache[key].solve(np.tile(base.numpy(), (2 * p, 1)))
                         oracle = oracle_cache[key]
                         cls = PerturbedMILP if kind == "PerturbedMILP" else PerturbedFenchelYoungLoss
                         layer = cls(oracle, n_samples=m, sigma=10.0, solve_ratio=ratio, rng=0)
@@ -618,6 +641,18 @@ def _table(parts) -> str:
                          f"{_fmt(t.get('median'), '.4f')} | {_fmt(t.get('p90'), '.4f')} | {_fmt(t.get('max'), '.4f')} |")
         for lab, why in f.get("skipped", {}).items():
             lines.append(f"| {lab} | skipped: {why} |" + " |" * 11)
+        comp = [r for r in f["formulators"] if isinstance(r.get("components"), dict)]
+        if comp:
+            lines += ["", "| formulator | objective acc. | constraint P / R / F1 | model acc. | fully correct | "
+                          "unparsable | mean s per phase |", "|" + "---|" * 7]
+            for r in comp:
+                c = r["components"]
+                ph = ", ".join(f"{k} {v:.4f}" for k, v in r.get("phase_time_mean", {}).items())
+                lines.append(f"| {r['label']} | {_fmt(c.get('objective_accuracy'), '.3f')} | "
+                             f"{_fmt(c.get('constraint_precision'), '.3f')} / {_fmt(c.get('constraint_recall'), '.3f')}"
+                             f" / {_fmt(c.get('constraint_f1'), '.3f')} | {_fmt(c.get('model_accuracy'), '.3f')} | "
+                             f"{c.get('n_fully_correct', '-')}/{c.get('n_docs', '-')} | {c.get('n_unparsable', '-')} | "
+                             f"{ph or '-'} |")
         ner = f.get("ner", {})
         if "f1" in ner:
             per = ", ".join(f"{k} {v['f1']:.3f}" for k, v in ner.get("per_type", {}).items())
@@ -630,21 +665,24 @@ def _table(parts) -> str:
         paths = s["paths"]
         lines += [f"## Solver paths (mean of {s['repeats']} end-to-end solves per model; dev: {s['dev_repeats']})",
                   "", f"Command: `{s.get('command', '')}` ({s.get('machine', {}).get('time', '')})", "",
-                  "| model | policy | " + " | ".join(f"{p} ms" for p in paths) + " | compile ms | fun | agree |",
+                  "| model | policy | " + " | ".join(f"{p} ms wall (CPU)" for p in paths) + " | compile ms | fun | agree |",
                   "|" + "---|" * (len(paths) + 5)]
         for r in s["cases"]:
             st, fun = r["outcomes"][paths[0]]
             lines.append(f"| {r['model']} | {r['policy']} | " + " | ".join(
-                f"{1e3 * r['times'][p]:.2f}" for p in paths) + f" | {1e3 * r['compile_s']:.3f} | "
+                f"{1e3 * r['times'][p]:.2f} ({_fmt(1e3 * r['cpu'][p] if 'cpu' in r else None, '.2f')})" for p in paths)
+                + f" | {1e3 * r['compile_s']:.3f} | "
                 f"{_fmt(fun, '.6g') if fun is not None else st} | {'yes' if r['agree'] else 'NO'} |")
-        lines += ["", "| set | " + " | ".join(f"{p} mean ms (x highspy)" for p in paths) + " | agree |",
-                  "|" + "---|" * (len(paths) + 2)]
+        lines += ["", "| set | " + " | ".join(f"{p} wall ms (x highspy) | {p} CPU ms (x highspy)" for p in paths)
+                  + " | agree |", "|" + "---|" * (2 * len(paths) + 2)]
         for lab in ("cases", "dev"):
             sm = s["summary"].get(lab)
             if not sm or not sm.get("n"):
                 continue
             lines.append(f"| {lab} ({sm['n']} solves) | " + " | ".join(
-                f"{_fmt(sm[p]['mean_ms'], '.2f')} (x{_fmt(sm[p].get('ratio_vs_highspy'), '.2f')})" for p in paths)
+                f"{_fmt(sm[p]['mean_ms'], '.2f')} (x{_fmt(sm[p].get('ratio_vs_highspy'), '.2f')}) | "
+                f"{_fmt(sm[p].get('mean_cpu_ms'), '.2f')} (x{_fmt(sm[p].get('cpu_ratio_vs_highspy'), '.2f')})"
+                for p in paths)
                 + f" | {sm['n_agree']}/{sm['n']} |")
         lines.append("")
     la = parts.get("layer")
@@ -695,11 +733,11 @@ def _plots(parts, out, required: bool) -> list:
             xs = np.arange(len(labels)) + (k - (len(series) - 1) / 2) * w
             ax.bar(xs, [np.nan if v is None else v for v in vals], w, label=name)
         ax.set_xticks(np.arange(len(labels)), labels)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.18)
         ax.set_ylabel("accuracy")
         ax.set_title(f"NL4Opt dev ({f['n_records']} records)")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, ncol=len(series), loc="upper center")
         fig.tight_layout()
         fig.savefig(out / "formulators.png", dpi=130)
         plt.close(fig)
@@ -708,17 +746,20 @@ def _plots(parts, out, required: bool) -> list:
     if s:
         paths = s["paths"]
         groups = [lab for lab in ("cases", "dev") if s["summary"].get(lab, {}).get("n")]
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
         w = 0.8 / len(paths)
-        for k, p in enumerate(paths):
-            xs = np.arange(len(groups)) + (k - (len(paths) - 1) / 2) * w
-            ax.bar(xs, [s["summary"][g][p]["mean_ms"] for g in groups], w, label=p)
-        ax.set_xticks(np.arange(len(groups)), ["section-6 cases" if g == "cases" else "dev gold models"
-                                               for g in groups])
-        ax.set_ylabel("ms per solve (mean, end-to-end)")
-        ax.set_title("HiGHS through highspy passModel, Pyomo appsi_highs, scipy milp")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        for ax, key, what in zip(axes, ("mean_ms", "mean_cpu_ms"), ("wall", "process CPU")):
+            for k, p in enumerate(paths):
+                xs = np.arange(len(groups)) + (k - (len(paths) - 1) / 2) * w
+                ax.bar(xs, [np.nan if s["summary"][g][p].get(key) is None else s["summary"][g][p][key]
+                            for g in groups], w, label=p)
+            ax.set_xticks(np.arange(len(groups)), ["section-6 cases" if g == "cases" else "dev gold models"
+                                                   for g in groups])
+            ax.set_title(f"{what} ms per solve (mean, end-to-end)")
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].set_ylabel("ms")
+        axes[0].legend(fontsize=8)
+        fig.suptitle("HiGHS through highspy passModel, Pyomo appsi_highs, scipy milp", fontsize=10)
         fig.tight_layout()
         fig.savefig(out / "solvers.png", dpi=130)
         plt.close(fig)
