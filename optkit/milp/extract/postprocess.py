@@ -149,6 +149,7 @@ def _anchor_objective_units(words, spans, used):
 # Variable selection (tuned on NL4Opt dev): a mention candidate is a run of tokens with P(VAR) >= CAND_PROB that
 # overlaps no other span; groups are scored by the summed mean P(VAR) of their mentions.
 CAND_PROB = 0.5
+FALLBACK_PROBS = (0.25,)
 KEEP_TOP = 2
 THIRD_MIN_SCORE = 1.5
 COMPARE_CUES = True
@@ -173,25 +174,33 @@ def select_variables(words: list[str], spans: list[dict], probs, labels) -> list
             pv += probs[:, k]
     used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
     cands = [dict(s) for s in spans if s["label"] == "VAR"]
-    for c in cands:  # "electrical -" cut at the hyphen: take the rest of the compound ("based store")
+    for c in cands:  # "electrical -" / "vitamin" cut at a hyphen: take the rest of the compound ("- added milk")
         b = c["token_end"]
-        if words[b] == "-":
+        if words[b] == "-" or (b + 2 < len(words) and words[b + 1] == "-"
+                               and b + 1 not in used and words[b + 2].isalpha()):
+            if words[b] != "-":
+                b += 1
+            stop = b
             while (b + 1 < len(words) and b + 1 not in used and words[b + 1].isalpha()
-                   and words[b + 1].lower() not in _COORD_STOP and b - c["token_end"] < 2):
+                   and words[b + 1].lower() not in _COORD_STOP and b - stop < 2):
                 b += 1
             used.update(range(c["token_end"] + 1, b + 1))
             c["token_end"] = b
             c["text"] = " ".join(words[c["token_start"]:b + 1])
-    i = 0
-    while i < len(words):
-        if pv[i] >= CAND_PROB and i not in used and any(c.isalpha() for c in words[i]):
-            j = i
-            while j + 1 < len(words) and pv[j + 1] >= CAND_PROB and j + 1 not in used:
-                j += 1
-            cands.append({"label": "VAR", "token_start": i, "token_end": j, "text": " ".join(words[i:j + 1])})
-            i = j + 1
-        else:
-            i += 1
+    for thr in (CAND_PROB, *FALLBACK_PROBS):
+        i = 0
+        while i < len(words):
+            if pv[i] >= thr and i not in used and any(c.isalpha() for c in words[i]):
+                j = i
+                while j + 1 < len(words) and pv[j + 1] >= thr and j + 1 not in used:
+                    j += 1
+                cands.append({"label": "VAR", "token_start": i, "token_end": j, "text": " ".join(words[i:j + 1])})
+                used.update(range(i, j + 1))
+                i = j + 1
+            else:
+                i += 1
+        if len(group_mentions([c["text"] for c in cands])) >= 2:
+            break  # lower thresholds only while fewer than two variables were found
     if not cands:
         return spans
     if DROP_GENERIC:
