@@ -275,7 +275,7 @@ def _cmd_solve(args) -> int:
     if args.json:
         out = {"status": _status_name(res.status), "success": bool(res.success), "message": res.message,
                "fun": res.fun, "values": dict(res.values), "raw_status": res.raw_status, "mip_gap": res.mip_gap,
-               "dual_bound": res.dual_bound, "integrality": res.integrality, "backend": res.backend,
+               "dual_bound": res.dual_bound, "integrality": res.integrality, "method": res.method,
                "wall_time": res.wall_time}
         if args.integrality == "both":
             out["lp_fun"] = res.lp_fun

@@ -43,8 +43,11 @@ class MILPResult(Result):
     user's sense; ``values`` maps names to values; ``raw_status`` is HiGHS's (or Pyomo's) status string;
     ``constraint_violation`` / ``integrality_violation`` are recomputed from the compiled rows. With
     ``integrality="both"`` the main fields are the ``"ir"`` MILP and ``lp_fun`` / ``lp_x`` the LP relaxation.
+    ``method`` names the solver path (``"highspy"``, ``"pyomo"``); ``backend`` is the array backend of ``x``
+    (``"numpy"``), as for every optkit result.
     """
 
+    method: str = "highspy"
     raw_status: str | None = None
     values: dict = dataclasses.field(default_factory=dict)
     mip_gap: float | None = None
@@ -439,13 +442,13 @@ def solve(model, *, method: str = "highspy", integrality: str = "ir", time_limit
                           resolve_ambiguous, verbose, rng)
     ir = coerce_model(model)
     t0 = time.perf_counter()
-    backend = method
+    used = method
     message = ""
     if method == "pyomo":
         if _appsi_solver() is None:
             warnings.warn("pyomo's appsi_highs solver is unavailable (is highspy installed?); solving with highspy "
                           "instead", RuntimeWarning, stacklevel=2)
-            runner, backend = _run_highspy, "highspy (pyomo appsi_highs unavailable)"
+            runner, used = _run_highspy, "highspy (pyomo appsi_highs unavailable)"
             message = "appsi_highs unavailable: solved with highspy"
         else:
             runner = _run_pyomo
@@ -462,7 +465,8 @@ def solve(model, *, method: str = "highspy", integrality: str = "ir", time_limit
         message=message,
         raw_status=out.raw,
         integrality=integrality,
-        backend=backend,
+        method=used,
+        backend="numpy",
         dtype="float64",
         device="cpu",
         nit=out.nit,

@@ -146,7 +146,7 @@ def test_validation_table(name, method):
     assert mi.integrality_violation <= 1e-6 and mi.constraint_violation <= 1e-7
     assert isinstance(mi, MILPResult) and mi.x.dtype == np.float64 and len(mi.x) == len(model["variables"])
     assert list(mi.values) == [v["name"] for v in model["variables"]]
-    assert mi.integrality == policy and mi.backend == method
+    assert mi.integrality == policy and mi.method == method and mi.backend == "numpy"
     assert model == before  # the input is never mutated
 
 
