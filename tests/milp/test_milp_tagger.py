@@ -134,7 +134,8 @@ def test_train_tiny_fits_training_data(tmp_path):
 def test_shipped_weights_small_with_license():
     assert os.path.getsize(crf.DEFAULT_WEIGHTS) <= 5 * 2**20
     lic = os.path.join(os.path.dirname(crf.DEFAULT_WEIGHTS), "LICENSE")
-    assert "MIT" in open(lic).read()
+    with open(lic, encoding="utf-8") as f:
+        assert "MIT" in f.read()
     t = load_tagger()
     assert t.labels == LABELS and t.W.dtype == np.float64
 
