@@ -253,6 +253,7 @@ def _run_formulators(args, out) -> dict:
     if rec_path.exists():
         rec_path.unlink()
     results, skipped = [], {}
+    llm_failed = False
     settings = [(lab, dict(kw)) for lab, kw in FORMULATORS.items()]
     if args.base_url and args.model:
         backend = _llm_backend(args)
@@ -277,7 +278,11 @@ def _run_formulators(args, out) -> dict:
                 warnings.simplefilter("ignore")
                 rep = evaluate(recs, integrality=POLICIES, tolerance=TOLERANCES, **kw)
         except Exception as exc:  # noqa: BLE001 - an unavailable formulator is reported, not fatal
+            from .._errors import LLMError
+
             skipped[label] = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, LLMError):
+                llm_failed = True
             _say(args, f"[formulators] {label}: skipped ({skipped[label]})")
             continue
         wall = time.perf_counter() - t0
@@ -294,7 +299,8 @@ def _run_formulators(args, out) -> dict:
     ner = _run_ner(args)
     checks = _formulator_checks(results, ner, full=args.records is None and not args.quick)
     return dict(experiment="formulators", split="dev", n_records=len(recs), formulators=results, skipped=skipped,
-                ner=ner, checks=checks)
+                ner=ner, checks=checks, llm_transport_failed=llm_failed,
+                llm=dict(base_url=args.base_url, model=args.model) if args.base_url else None)
 
 
 def _run_ner(args) -> dict:
@@ -834,6 +840,9 @@ def run(args) -> int:
         print(table)
     failed = [c for p in (parts[e] for e in exps if e in parts) for c in p.get("checks", [])
               if c.get("gate") and c["ok"] is False]
+    if "formulators" in exps and parts.get("formulators", {}).get("llm_transport_failed"):
+        print("optkit bench milp: the LLM endpoint failed (see 'skipped' in formulators.json)", file=sys.stderr)
+        return 4
     if failed:
         for c in failed:
             print(f"optkit bench milp: check failed: {c['check']} ({c['value']})", file=sys.stderr)
