@@ -79,12 +79,35 @@ def test_milp_select_variables_drops_stray_groups_and_generic_heads():
 def test_milp_select_variables_finds_a_coordinated_second_variable():
     words = _words("A distributor moves goods using trucks or boats . A truck takes 30 units .")
     a, _ = _find(words, "trucks")
+    b, _ = _find(words, "boats")
     P = np.zeros((len(words), 3))
     P[:, 0] = 1.0
     P[a] = [0.1, 0.9, 0.0]
+    P[b] = [0.9, 0.1, 0.0]  # below every candidate threshold, but coordinated with a variable
     out = pp.select_variables(words, [_span(words, "VAR", a)], P, ("O", "B-VAR", "I-VAR"))
     assert _labels(out, "VAR") == ["trucks", "boats"]
     assert all("new" not in s for s in out)
+    # a word the tagger all but excludes (a verb: "or outsource") is not taken
+    P[b] = [1.0, 0.0, 0.0]
+    out = pp.select_variables(words, [_span(words, "VAR", a)], P, ("O", "B-VAR", "I-VAR"))
+    assert _labels(out, "VAR") == ["trucks"]
+
+
+def test_milp_select_variables_prefers_coordinated_groups():
+    words = _words("A milk company delivers milk through bikes or by car . Milk is fresh . A car carries milk .")
+    P = np.zeros((len(words), 3))
+    P[:, 0] = 1.0
+    spans = []
+    for i, w in enumerate(words):
+        if w.lower() == "milk":
+            P[i] = [0.4, 0.6, 0.0]
+            spans.append(_span(words, "VAR", i))
+        elif w == "car":
+            P[i] = [0.2, 0.8, 0.0]
+            spans.append(_span(words, "VAR", i))
+    P[_find(words, "bikes")[0]] = [0.8, 0.2, 0.0]
+    out = pp.select_variables(words, spans, P, ("O", "B-VAR", "I-VAR"))
+    assert sorted(set(_labels(out, "VAR"))) == ["bikes", "car"]
 
 
 def test_milp_head_noun_mentions_only_for_unique_heads():

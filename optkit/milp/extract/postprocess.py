@@ -154,6 +154,8 @@ KEEP_TOP = 2
 THIRD_MIN_SCORE = 1.5
 COMPARE_CUES = True
 DROP_GENERIC = True
+COORD_SWAP = True
+COORD_MIN_PROB = 0.03
 
 
 def select_variables(words: list[str], spans: list[dict], probs, labels) -> list[dict]:
@@ -205,8 +207,14 @@ def select_variables(words: list[str], spans: list[dict], probs, labels) -> list
         return spans
     if DROP_GENERIC:
         cands = _drop_generic(cands)
+    coord = _coordinated(words, cands, used) if COORD_SWAP else {}
+    coord = {k: c for k, c in coord.items()  # a verb across "or" ("or outsource to") is no variable
+             if not c.get("new") or pv[c["token_start"]:c["token_end"] + 1].mean() >= COORD_MIN_PROB}
     if len(group_mentions([c["text"] for c in cands])) < 2:  # one variable found: look across "and"/"or"
-        cands += [c for c in _coordinated(words, cands, used).values() if c.get("new")]
+        coord = coord or _coordinated(words, cands, used)
+        cands += [c for c in coord.values() if c.get("new")]
+    elif COORD_SWAP:
+        cands += [c for c in coord.values() if c.get("new")]
     cands.sort(key=lambda s: s["token_start"])
     groups = group_mentions([c["text"] for c in cands])
     gid = {m: g for g, ms in enumerate(groups) for m in ms}
@@ -217,6 +225,15 @@ def select_variables(words: list[str], spans: list[dict], probs, labels) -> list
     keep = set(rank[:KEEP_TOP])
     if len(rank) > KEEP_TOP and score[rank[KEEP_TOP]] >= THIRD_MIN_SCORE:
         keep.add(rank[KEEP_TOP])
+    if COORD_SWAP and coord:
+        # the variables are usually introduced together ("either bikes or by car"): a kept group outside every
+        # coordination gives way to a coordinated one
+        co = {gid[c["text"]] for c in coord.values()}
+        inside, outside = [g for g in keep if g in co], [g for g in keep if g not in co]
+        spare = [g for g in rank if g in co and g not in keep]
+        if inside and outside and spare:
+            keep.discard(min(outside, key=lambda g: score[g]))
+            keep.add(spare[0])
     out = [s for s in spans if s["label"] != "VAR"] + [{k: v for k, v in c.items() if k != "new"} for c in cands
                                                        if gid[c["text"]] in keep]
     return sorted(out, key=lambda s: s["token_start"])
@@ -239,7 +256,8 @@ def _drop_generic(cands: list[dict]) -> list[dict]:
 
 _COORD_SKIP = {"by", "through", "using", "the", "a", "an", "either", "via", "with"}
 _COORD_STOP = {"and", "or", "to", "of", "in", "on", "for", "is", "are", "can", "will", "has", "have", "be", "that",
-               "which", "it", "they", "two", "types", "kinds", "methods", "ways"}
+               "which", "it", "they", "two", "types", "kinds", "methods", "ways", "per", "each", "every", "week",
+               "day", "hour", "month", "year", "minute"}
 
 
 def _coordinated(words: list[str], cands: list[dict], used: set) -> dict:
@@ -256,7 +274,8 @@ def _coordinated(words: list[str], cands: list[dict], used: set) -> dict:
         while i < len(words) and lw[i] in _COORD_SKIP:
             i += 1
         j = i
-        while j < len(words) and j - i < 3 and words[j].isalpha() and lw[j] not in _COORD_STOP and j not in taken:
+        while (j < len(words) and j - i < 3 and words[j].isalpha() and lw[j] not in _COORD_STOP
+               and lw[j] not in _COORD_SKIP and j not in taken):
             j += 1
         return (i, j - 1) if j > i else None
 
@@ -265,7 +284,8 @@ def _coordinated(words: list[str], cands: list[dict], used: set) -> dict:
         while j >= 0 and lw[j] in _COORD_SKIP:
             j -= 1
         k = j
-        while k >= 0 and j - k < 3 and words[k].isalpha() and lw[k] not in _COORD_STOP and k not in taken:
+        while (k >= 0 and j - k < 3 and words[k].isalpha() and lw[k] not in _COORD_STOP
+               and lw[k] not in _COORD_SKIP and k not in taken):
             k -= 1
         return (k + 1, j) if j > k else None
 
