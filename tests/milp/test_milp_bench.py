@@ -104,3 +104,103 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
     assert "Solver paths" in table and "Spec §7 targets" in table
     lines = (tmp_path / "formulators_records.jsonl").read_text().splitlines()
     assert len(lines) == 4 * 3
+
+
+# ------------------------------------------------------------------------------- LLM formulators over HTTP
+_LLM_VARS = {"variables": [
+    {"name": name, "mentions": [name], "domain": "integer", "domain_reason": "counted", "unit": None, "lb": None,
+     "ub": None} for name in ("x", "y")]}
+_LLM_TERMS = [{"var": "x", "coef": 1}, {"var": "y", "coef": 1}]
+
+
+def _llm_reply(task: str) -> dict:
+    """A fixed, valid answer per task (the same small model for every problem: wrong, but well-formed)."""
+    from optkit.milp import prompts
+
+    slots = {k: None for k in prompts.SLOT_NAMES}
+    if task == prompts.TASK_VARIABLES:
+        return _LLM_VARS
+    stmt = {"objective": {"class": "objective", "sense": "maximize", "name": "profit", "terms": _LLM_TERMS,
+                          "vars": []},
+            "constraints": [{"class": "sum", "text": "at most 10", "slots": {**slots, "operator": "<=",
+                                                                               "limit": 10}}]}
+    if task == prompts.TASK_STATEMENTS:
+        return stmt
+    return {"variables": [{"name": "x", "domain": "integer", "lb": 0, "ub": None, "unit": None, "mentions": ["x"],
+                           "domain_source": "inferred"},
+                          {"name": "y", "domain": "integer", "lb": 0, "ub": None, "unit": None, "mentions": ["y"],
+                           "domain_source": "inferred"}],
+            "objective": {"type": "objective", "sense": "maximize", "direction": None, "name": "profit",
+                          "terms": {"x": 1, "y": 1}, "vars": [], "constant": 0},
+            "constraints": [{"type": "sum", "operator": "LESS_OR_EQUAL", "limit": 10}]}
+
+
+@pytest.fixture
+def llm_server():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            task = next(m["content"] for m in body["messages"] if m["role"] == "user").split("\n", 1)[0]
+            calls.append(task)
+            data = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": json.dumps(_llm_reply(task))},
+                 "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", calls
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@needs_data
+def test_bench_llm_formulators_over_http(tmp_path, llm_server, monkeypatch):
+    url, calls = llm_server
+    monkeypatch.delenv("OPTKIT_LLM_API_KEY", raising=False)
+    args = ["bench", "milp", "--experiment", "formulators", "--records", "2", "--data-dir", DATA,
+            "--out", str(tmp_path), "--quiet", "--base-url", url, "--model", "fake",
+            "--methods", "llm-three-phase,llm-hybrid,llm-one-step"]
+    assert cli.main(args) == 0
+    f = json.loads((tmp_path / "formulators.json").read_text())
+    assert [r["label"] for r in f["formulators"]] == ["llm-three-phase", "llm-hybrid", "llm-one-step"]
+    assert f["skipped"] == {} and not f["llm_transport_failed"]
+    for r in f["formulators"]:
+        assert r["n_docs"] == 2 and r["execution"]["all-integer"]["strict"]["n"] == 2 and r["n_errors"] == 0
+        assert r["execution"]["all-integer"]["strict"]["by_status"] == {"CONVERGED": {"n": 2, "correct": 0}}
+    assert calls  # the endpoint was used
+
+
+def test_bench_llm_transport_failure_exits_4(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("OPTKIT_LLM_API_KEY", raising=False)
+    if not HAS_DATA:
+        pytest.skip("NL4Opt data not found")
+    args = ["bench", "milp", "--experiment", "formulators", "--records", "1", "--data-dir", DATA,
+            "--out", str(tmp_path), "--quiet", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "fake",
+            "--methods", "llm-one-step"]
+    assert cli.main(args) == cli.EXIT_SERVICE
+    f = json.loads((tmp_path / "formulators.json").read_text())
+    assert f["llm_transport_failed"] and "LLMError" in f["skipped"]["llm-one-step"]
