@@ -48,16 +48,20 @@ def _rows(model) -> list[str]:
 
 
 def run():
+    from optkit import InvalidProblemError
     from optkit.milp import formulate, solve
     from optkit.milp.cases import CASES
 
     print("Word problem (offline: tokenizer -> CRF tagger -> grouping -> rules -> HiGHS):")
     print(textwrap.fill(TEXT, width=110, initial_indent="  ", subsequent_indent="  "))
     t0 = time.perf_counter()
-    res = formulate(TEXT)
+    try:
+        res = formulate(TEXT)
+    except InvalidProblemError as exc:  # the offline tagger found no usable entities
+        res, msg = None, str(exc)
     dt = time.perf_counter() - t0
-    if res.model is None:
-        print(f"  no valid IR: {res.message}")
+    if res is None or res.model is None:
+        print(f"  no valid IR: {msg if res is None else res.message}")
     else:
         print(f"IR: {len(res.model.variables)} variables, {len(res.model.constraints)} constraints "
               f"({', '.join(c.type for c in res.model.constraints)})")
