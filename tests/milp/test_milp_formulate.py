@@ -88,8 +88,8 @@ def test_first_dev_record_gold_880():
 def test_evaluate_dev_reproduces_measured_numbers():
     pytest.importorskip("highspy")
     recs = _dev()
-    # measured with the shipped CRF and extract.postprocess.tagger_spans: 87, 86 and 64 of 99 records
-    measured = {"gold": 0.8788, "gold-spans": 0.8687, "tagger": 0.6465}
+    # measured with the shipped CRF and extract.postprocess.tagger_spans: 87, 86 and 65 of 99 records
+    measured = {"gold": 0.8788, "gold-spans": 0.8687, "tagger": 0.6566}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for ent, acc in measured.items():

@@ -557,7 +557,7 @@ def _multiplier_like(words, s) -> bool:
 def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
     """In a list of requirements ("at least 160 grams of protein and 180 grams of carbs") the CRF labels the later
     numbers PARAM; a PARAM whose previous number in the sentence is a LIMIT, at most 8 tokens apart with no VAR
-    between them (or right after "and"), is a LIMIT. Also: "three" + "times" is one number span, and a
+    between them (or right after "and"), is a LIMIT. Also: "three" + "times" (or "percent") is one number span, and a
     non-multiplier PARAM right after a CONST_DIR ("at least $500") is a LIMIT."""
     sent, k = [], 0
     for w in words:
@@ -570,9 +570,9 @@ def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
     for s in spans:
         s = dict(s)
         e = s["token_end"]
-        if (s["label"] in ("PARAM", "LIMIT") and e + 1 < len(words) and words[e + 1].lower() == "times"
-                and e + 1 not in taken):
-            s["token_end"] = e + 1  # "three times": the multiplier word belongs to the number
+        if (s["label"] in ("PARAM", "LIMIT") and e + 1 < len(words) and e + 1 not in taken
+                and words[e + 1].lower() in ("times", "percent", "%")):
+            s["token_end"] = e + 1  # "three times", "thirty percent": the word belongs to the number
             s["text"] = " ".join(words[s["token_start"]:e + 2])
         if (s["label"] == "PARAM" and AFTER_CDIR and any(s["token_start"] - k in cdir_end for k in (1, 2))
                 and not _multiplier_like(words, s)):
