@@ -270,7 +270,8 @@ def _evaluate_one(task) -> dict:
                 row["llm"] = {"n_llm_calls": r.n_llm_calls, "n_repairs": r.n_repairs,
                               "n_self_check_rounds": r.n_self_check_rounds}
                 if model is None:
-                    row["error"] = f"no valid IR: {r.message}"
+                    msg = r.message or ""
+                    row["error"] = msg if msg.startswith("no valid IR") else f"no valid IR: {msg}"
         except LLMError:
             raise  # a dead endpoint would turn every later problem into a silent wrong answer
         except Exception as exc:  # noqa: BLE001 - a failure is a wrong answer, recorded
