@@ -136,40 +136,17 @@ def _llm_reply(task: str) -> dict:
 
 
 @pytest.fixture
-def llm_server():
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+def llm_server(chat_server):
     calls = []
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def respond(path, headers, body):
+        task = next(m["content"] for m in body["messages"] if m["role"] == "user").split("\n", 1)[0]
+        calls.append(task)
+        return 200, {}, json.dumps({"id": "x", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": json.dumps(_llm_reply(task))},
+             "finish_reason": "stop"}]})
 
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            task = next(m["content"] for m in body["messages"] if m["role"] == "user").split("\n", 1)[0]
-            calls.append(task)
-            data = json.dumps({"id": "x", "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": json.dumps(_llm_reply(task))},
-                 "finish_reason": "stop"}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", calls
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    return chat_server(respond), calls
 
 
 @needs_data

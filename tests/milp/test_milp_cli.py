@@ -5,8 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -93,34 +91,14 @@ def test_formulate_bad_input_exit_2(capsys, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- LLM transport
 @pytest.fixture
-def http_401():
+def http_401(chat_server):
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def respond(path, headers, body):
+        seen.append(headers)
+        return 401, {}, '{"error": {"message": "invalid api key"}}'
 
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            n = int(self.headers.get("Content-Length", 0))
-            self.rfile.read(n)
-            seen.append(dict(self.headers))
-            data = b'{"error": {"message": "invalid api key"}}'
-            self.send_response(401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return chat_server(respond), seen
 
 
 def test_llm_http_401_exit_4(capsys, http_401, monkeypatch):

@@ -5,7 +5,6 @@ LP 236.5) checked again with scipy.optimize.milp, and brute force."""
 import json
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -358,37 +357,17 @@ class _Server:
 
 
 @pytest.fixture
-def server():
+def server(chat_server):
     fake = _Server()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def respond(path, headers, body):
+        with fake.lock:
+            fake.bodies.append(body)
+            code, payload = fake.queue.pop(0) if fake.queue else (500, "queue empty")
+        return code, {}, payload
 
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            with fake.lock:
-                fake.bodies.append(body)
-                code, payload = fake.queue.pop(0) if fake.queue else (500, "queue empty")
-            data = payload.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    try:
-        yield fake
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    fake.url = chat_server(respond)
+    return fake
 
 
 def test_http_backend_three_phase(server, monkeypatch):

@@ -3,7 +3,6 @@
 import json
 import pathlib
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -58,43 +57,17 @@ class FakeLLM:
 
 
 @pytest.fixture
-def server():
+def server(chat_server):
     fake = FakeLLM()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def respond(path, headers, body):
+        with fake.lock:
+            fake.requests.append({"path": path, "headers": headers, "body": body})
+            code, extra, payload = fake.queue.pop(0) if fake.queue else (500, {}, "queue empty")
+        return "drop" if code == "drop" else (code, extra, payload)
 
-        def log_message(self, *args):  # keep test output quiet
-            pass
-
-        def do_POST(self):
-            n = int(self.headers.get("Content-Length", 0))
-            body = json.loads(self.rfile.read(n))
-            with fake.lock:
-                fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                code, headers, payload = fake.queue.pop(0) if fake.queue else (500, {}, "queue empty")
-            if code == "drop":
-                self.close_connection = True
-                return
-            data = payload.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    try:
-        yield fake
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    fake.url = chat_server(respond)
+    return fake
 
 
 @pytest.fixture(autouse=True)
