@@ -7,6 +7,8 @@ BIN     = $(VENV)/bin
 # The exact pin takes the CPU build on these machines; any other spec pulls CUDA packages.
 TORCH_PIN ?= torch==2.13.0
 PIP     = $(BIN)/python -m pip --disable-pip-version-check -q
+# NL4Opt train/dev data shipped beside the repository (tests skip what needs it when it is absent)
+NL4OPT_DIR ?= $(abspath ../shared/data/nl4opt)
 
 .PHONY: demo test venv clean bench-ot lint
 
@@ -25,7 +27,7 @@ demo: venv
 
 test: venv
 	$(PIP) install -e ".[torch,bench,dev]"
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	OPTKIT_NL4OPT_DIR="$${OPTKIT_NL4OPT_DIR:-$(NL4OPT_DIR)}" $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: venv
 	$(BIN)/ruff check optkit tests

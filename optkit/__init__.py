@@ -21,7 +21,7 @@ from ._result import BatchedResult, Result, Status
 __version__ = "0.1.0"
 
 #: algorithm modules that exist in this release (the CLI and the registry iterate over them)
-MODULES = ("ot", "nlp", "bilevel", "mimo")
+MODULES = ("ot", "nlp", "bilevel", "mimo", "milp")
 _SUBMODULES = set(MODULES) | {"autodiff", "linalg", "bench", "callbacks", "cli", "registry"}
 
 __all__ = [
