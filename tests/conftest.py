@@ -6,6 +6,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # test-only helpers such as _ridge_solver
 
+from _chat_server import chat_server  # noqa: E402,F401  (fixture: a local chat-completions server)
+
 try:
     import torch
 except ImportError:  # pragma: no cover - CI always installs torch

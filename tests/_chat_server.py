@@ -1,4 +1,5 @@
-"""Shared fixtures of the milp tests: a real chat-completions HTTP server on 127.0.0.1."""
+"""Test helper: a real chat-completions HTTP server on 127.0.0.1 (the ``chat_server`` fixture, registered in
+tests/conftest.py; a second conftest.py would shadow the root one for ``from conftest import ...``)."""
 
 import json
 import threading
