@@ -172,3 +172,15 @@ def test_milp_repair_switches_are_honoured(monkeypatch, flag):
     monkeypatch.setattr(pp, flag, False)
     out = pp.repair_spans(words, spans)
     assert (_labels(out, "CONST_DIR") == ["must exceed"]) == (flag != "COMPARE_CUES")
+
+
+def test_milp_supply_clause_after_the_number_is_a_limit():
+    words = _words("Each chair uses 2 units of wood and each table uses 6 units of wood , and 100 units of wood are "
+                   "available .")
+    spans = [_span(words, "VAR", _find(words, "chair")[0]), _span(words, "VAR", _find(words, "table")[0]),
+             _span(words, "PARAM", _find(words, "2")[0]), _span(words, "PARAM", _find(words, "6")[0]),
+             _span(words, "PARAM", _find(words, "100")[0])]
+    out = pp.enumerated_limits(words, spans)
+    assert _labels(out, "LIMIT") == ["100"] and _labels(out, "CONST_DIR") == ["available"]
+    # and the LIMIT survives fix_number_roles (its sentence now has a CONST_DIR)
+    assert _labels(pp.fix_number_roles(words, out), "LIMIT") == ["100"]

@@ -542,6 +542,7 @@ def add_limit_cues(words: list[str], spans: list[dict]) -> list[dict]:
 
 ENUM_LIMITS = True
 AFTER_CDIR = True
+AVAILABLE_AFTER = True
 
 
 _MULT_WORDS = {"twice", "thrice", "times", "half", "third", "thirds", "quarter", "fourth", "fifth", "double",
@@ -552,6 +553,18 @@ def _multiplier_like(words, s) -> bool:
     """A comparison multiplier or fraction ("twice", "a third", "3 times as many"): a PARAM of xby/ratio."""
     nxt = [w.lower() for w in words[s["token_end"] + 1:s["token_end"] + 3]]
     return bool(set(s["text"].lower().split()) & _MULT_WORDS) or bool(set(nxt) & {"times", "as", "fold"})
+
+
+def _available_after(words, end, var_tok):
+    """Index of "available" when the clause after a number says it is a supply ("<n> units of wood are
+    available", no VAR or number between), else None."""
+    for j in range(end + 1, min(len(words), end + 7)):
+        w = words[j].lower()
+        if w in ("available", "remaining"):
+            return j
+        if w in (",", ".", ";", "and", "while", "but", "per", "each") or j in var_tok or any(c.isdigit() for c in w):
+            return None
+    return None
 
 
 def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
@@ -566,7 +579,8 @@ def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
     spans = sorted(spans, key=lambda s: s["token_start"])
     cdir_end = {s["token_end"] for s in spans if s["label"] == "CONST_DIR"}
     taken = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
-    out, prev, var_between = [], None, False
+    var_tok = {j for s in spans if s["label"] == "VAR" for j in range(s["token_start"], s["token_end"] + 1)}
+    out, prev, var_between, extra = [], None, False, []
     for s in spans:
         s = dict(s)
         e = s["token_end"]
@@ -577,6 +591,11 @@ def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
         if (s["label"] == "PARAM" and AFTER_CDIR and any(s["token_start"] - k in cdir_end for k in (1, 2))
                 and not _multiplier_like(words, s)):
             s["label"] = "LIMIT"  # "at least $ 500": a number right after its direction is a limit
+        cue = _available_after(words, s["token_end"], var_tok) if AVAILABLE_AFTER else None
+        if s["label"] in ("PARAM", "LIMIT") and cue is not None and cue not in taken:
+            s["label"] = "LIMIT"  # "100 units of wood are available": the cue is its CONST_DIR
+            extra.append({"label": "CONST_DIR", "token_start": cue, "token_end": cue, "text": words[cue]})
+            taken.add(cue)
         if s["label"] == "VAR":
             var_between = True
         elif s["label"] in ("PARAM", "LIMIT"):
@@ -589,7 +608,7 @@ def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
                 s["label"] = "LIMIT"
             prev, var_between = s, False
         out.append(s)
-    return out
+    return sorted(out + extra, key=lambda s: s["token_start"])
 
 
 def count_objective_from_var(words: list[str], spans: list[dict]) -> list[dict]:
