@@ -32,14 +32,13 @@ class BackendError(OptkitError, TypeError):
 class DependencyError(OptkitError, ImportError):
     """An optional dependency is missing; the message names the pip extra that installs it."""
 
-    def __init__(self, package: str, extra: str, feature: str | None = None):
+    def __init__(self, package: str, extra: str | None, feature: str | None = None):
         self.package = package
         self.extra = extra
         what = f" for {feature}" if feature else ""
-        super().__init__(
-            f"{package} is required{what} but is not installed; "
-            f"install it with `pip install 'optkit[{extra}]'`"
-        )
+        how = (f"install it with `pip install 'optkit[{extra}]'`" if extra
+               else "it is a core dependency of optkit: reinstall with `pip install optkit`")
+        super().__init__(f"{package} is required{what} but is not installed; {how}")
 
 
 class ConvergenceError(OptkitError, RuntimeError):

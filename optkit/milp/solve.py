@@ -160,7 +160,7 @@ def _import_highspy():
     try:
         import highspy
     except ImportError as exc:  # pragma: no cover - highspy is installed in the test environment
-        raise DependencyError("highspy", "milp", feature="solving MILP models") from exc
+        raise DependencyError("highspy", None, feature="solving MILP models") from exc
     return highspy
 
 
@@ -259,7 +259,7 @@ def _import_pyomo():
     try:
         import pyomo.environ as pe
     except ImportError as exc:
-        raise DependencyError("pyomo", "milp", feature="the Pyomo compile path") from exc
+        raise DependencyError("pyomo", None, feature="the Pyomo compile path") from exc
     return pe
 
 

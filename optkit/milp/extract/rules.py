@@ -500,7 +500,7 @@ def formulate_from_spans(tokens: Sequence, spans: Sequence[Mapping], *, order_ma
     # ---------------------------------------------------------------- 9. comparisons
     lim_sents = {x.sent for x in limits}
     consumed = {id(c) for c in (nearest_cdir(x) for x in limits + dropped_limits) if c is not None}
-    comps = []
+    comps, comp_cdirs = [], []
     for cd in cdirs:
         if (cd.sent in lim_sents) if COMPARE_MODE == "sentence" else (id(cd) in consumed):
             continue
@@ -524,12 +524,22 @@ def formulate_from_spans(tokens: Sequence, spans: Sequence[Mapping], *, order_ma
         op = _operator(cd.text, lw, cd.start) or "GREATER_OR_EQUAL"
         mult = sorted((p for p in params if id(p) in mult_params and p.sent == cd.sent),
                       key=lambda p: abs(p.start - cd.end))
+        comp_cdirs.append(cd)
         if mult:
             comps.append({"type": "xby", "x_var": names[x.idx], "param": mult[0].text, "y_var": names[y.idx],
                           "operator": op, "direction": cd.text})
         else:
             comps.append({"type": "xy", "x_var": names[x.idx], "y_var": names[y.idx], "operator": op,
                           "direction": cd.text})
+    def sentence(si):
+        return " ".join(words[j] for j in range(n) if sent_of[j] == si)
+
+    # each row keeps the sentence it was read from (diagnostics such as ratio_base_guess read it)
+    for li, c in enumerate(cons):
+        if c is not None:
+            c["text"] = sentence(limits[li].sent)
+    for c, cd in zip(comps, comp_cdirs):
+        c["text"] = sentence(cd.sent)
     constraints = [c for c in cons if c is not None] + comps
     for c in constraints:
         if c.get("direction") is None:
