@@ -17,6 +17,15 @@ def bio_to_spans(words: list[str], tags: list[str]) -> list[dict]:
             for t, a, b in ner_spans(tags)]
 
 
+def _sentence_ids(words: list[str]) -> list[int]:
+    """Sentence index of every token (sentences end at ".", "?", "!")."""
+    ids, k = [], 0
+    for w in words:
+        ids.append(k)
+        k += w in (".", "?", "!")
+    return ids
+
+
 def propagate_var_mentions(words: list[str], spans: list[dict]) -> list[dict]:
     """Tag every further occurrence of a tagged VAR mention (equal normal form, 3.4 item 4) that overlaps no
     span as a VAR span too: the CRF misses repeated mentions, which the PARAM -> variable rules need."""
@@ -44,11 +53,7 @@ def propagate_var_mentions(words: list[str], spans: list[dict]) -> list[dict]:
 def fix_number_roles(words: list[str], spans: list[dict]) -> list[dict]:
     """PARAM-vs-LIMIT is the tagger's hard call (3.4 item 3): a LIMIT in a sentence with no CONST_DIR span and a
     VAR mention before it ("A double-load machine sells 400 items") is relabelled PARAM. Tuned on NL4Opt dev."""
-    sent, k = [], 0
-    for w in words:
-        sent.append(k)
-        if w in (".", "?", "!"):
-            k += 1
+    sent = _sentence_ids(words)
     out = []
     for x in spans:
         x = dict(x)
@@ -289,6 +294,14 @@ def _coordinated(words: list[str], cands: list[dict], used: set) -> dict:
             k -= 1
         return (k + 1, j) if j > k else None
 
+    def add_new(c, r):
+        if r:
+            out[id(c)] = c
+            new = {"label": "VAR", "token_start": r[0], "token_end": r[1], "text": " ".join(words[r[0]:r[1] + 1]),
+                   "new": True}
+            out[id(new)] = new
+            taken.update(range(r[0], r[1] + 1))
+
     for c in cands:
         a, b = c["token_start"], c["token_end"]
         if b + 1 < len(words) and lw[b + 1] in ("and", "or"):
@@ -299,24 +312,12 @@ def _coordinated(words: list[str], cands: list[dict], used: set) -> dict:
                 out[id(c)] = c
                 out[id(start[k])] = start[k]
             else:
-                r = np_after(b + 2)
-                if r:
-                    out[id(c)] = c
-                    new = {"label": "VAR", "token_start": r[0], "token_end": r[1],
-                           "text": " ".join(words[r[0]:r[1] + 1]), "new": True}
-                    out[id(new)] = new
-                    taken.update(range(r[0], r[1] + 1))
+                add_new(c, np_after(b + 2))
         k = a - 1
         while k >= 0 and lw[k] in _COORD_SKIP:
             k -= 1
         if k >= 1 and lw[k] in ("and", "or") and k - 1 not in end:
-            r = np_before(k - 1)
-            if r:
-                out[id(c)] = c
-                new = {"label": "VAR", "token_start": r[0], "token_end": r[1],
-                       "text": " ".join(words[r[0]:r[1] + 1]), "new": True}
-                out[id(new)] = new
-                taken.update(range(r[0], r[1] + 1))
+            add_new(c, np_before(k - 1))
     return out
 
 
@@ -384,8 +385,7 @@ _MODALS = {"can", "will", "may", "must", "need", "needs", "use", "uses", "used",
 _MONEY = {"cost", "bill", "wage", "salary", "pay", "paid", "earn", "earning", "spend", "spent", "expense", "price",
           "$", "dollar", "profit", "revenue", "income", "fee", "budget"}
 _OBJ_RELATED = {"cost": {"$", "dollar", "spend", "spent", "expense", "pay", "paid", "price"},
-                "profit": {"earn", "earning", "revenue", "income", "sell"},
-                "time": {"minute", "hour", "second", "day"}}
+                "profit": {"earn", "earning", "revenue", "income", "sell"}}
 
 
 def clean_objective_names(words: list[str], spans: list[dict]) -> list[dict]:
@@ -475,15 +475,11 @@ def add_comparison_cues(words: list[str], spans: list[dict]) -> list[dict]:
     the number of trucks used", "there must be twice as many medium containers than large containers"), which
     loses an ``xy``/``xby`` row. In a sentence with VAR mentions of two different variables and neither a LIMIT nor
     a CONST_DIR, the first comparison cue becomes a CONST_DIR."""
-    sent, k = [], 0
-    for w in words:
-        sent.append(k)
-        if w in (".", "?", "!"):
-            k += 1
+    sent = _sentence_ids(words)
     lw = [w.lower() for w in words]
     used = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
     out = list(spans)
-    for si in range(k + 1):
+    for si in sorted(set(sent)):
         mine = [s for s in spans if sent[s["token_start"]] == si]
         if any(s["label"] in ("LIMIT", "CONST_DIR") for s in mine):
             continue
@@ -572,10 +568,7 @@ def enumerated_limits(words: list[str], spans: list[dict]) -> list[dict]:
     numbers PARAM; a PARAM whose previous number in the sentence is a LIMIT, at most 8 tokens apart with no VAR
     between them (or right after "and"), is a LIMIT. Also: "three" + "times" (or "percent") is one number span, and a
     non-multiplier PARAM right after a CONST_DIR ("at least $500") is a LIMIT."""
-    sent, k = [], 0
-    for w in words:
-        sent.append(k)
-        k += w in (".", "?", "!")
+    sent = _sentence_ids(words)
     spans = sorted(spans, key=lambda s: s["token_start"])
     cdir_end = {s["token_end"] for s in spans if s["label"] == "CONST_DIR"}
     taken = {j for s in spans for j in range(s["token_start"], s["token_end"] + 1)}
